@@ -98,7 +98,10 @@ impl Error {
             Error::NamespaceNotFound(_) | Error::NotFound { .. } => true,
             Error::Netlink { source, .. } => matches!(
                 source.raw_os_error(),
-                Some(libc::ENODEV) | Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::EADDRNOTAVAIL)
+                Some(libc::ENODEV)
+                    | Some(libc::ENOENT)
+                    | Some(libc::ESRCH)
+                    | Some(libc::EADDRNOTAVAIL)
             ),
             _ => false,
         }

@@ -205,7 +205,13 @@ mod tests {
 
     #[test]
     fn malformed_macs_are_rejected() {
-        for text in ["", "0a:58:0a:f4:00", "0a:58:0a:f4:00:ff:01", "0a:58:0a:f4:00:fg", "a:58:0a:f4:00:ff"] {
+        for text in [
+            "",
+            "0a:58:0a:f4:00",
+            "0a:58:0a:f4:00:ff:01",
+            "0a:58:0a:f4:00:fg",
+            "a:58:0a:f4:00:ff",
+        ] {
             assert_eq!(parse_mac(text), None, "{text} accepted");
         }
     }

@@ -292,4 +292,3 @@ fn make_run_dir_shared() -> Result<(), Error> {
         Err(errno) => Err(fail("make shared", errno.into())),
     }
 }
-

@@ -1,6 +1,8 @@
 //! `ensure_*` calls: ensuring what exists is a no-op, a conflicting object
 //! is a typed error naming it and its namespace, deleting twice is fine.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use weft_linux::{Error, LinkKind, NetNs, Netlink, RouteSpec, VethSpec, VxlanSpec, sysctl};
 use weft_testhost::{TestNs, ip, net, require_root};
 
@@ -8,8 +10,14 @@ fn assert_conflict(result: Result<impl std::fmt::Debug, Error>, object: &str, ns
     match result {
         Err(err @ Error::Conflict { .. }) => {
             let message = err.to_string();
-            assert!(message.contains(object), "{message:?} does not name {object}");
-            assert!(message.contains(ns.name()), "{message:?} does not name the namespace");
+            assert!(
+                message.contains(object),
+                "{message:?} does not name {object}"
+            );
+            assert!(
+                message.contains(ns.name()),
+                "{message:?} does not name the namespace"
+            );
         }
         other => panic!("expected a conflict on {object}, got {other:?}"),
     }
@@ -68,7 +76,10 @@ fn ensuring_a_veth_checks_its_peer_in_the_other_namespace() {
 
     assert!(netlink.delete_link("veth-pod").unwrap());
     assert!(!netlink.delete_link("veth-pod").unwrap());
-    assert!(pod.netlink().link("eth0").unwrap().is_none(), "peer survived");
+    assert!(
+        pod.netlink().link("eth0").unwrap().is_none(),
+        "peer survived"
+    );
 }
 
 #[test]
@@ -124,8 +135,20 @@ fn ensuring_a_route_twice_adds_it_once_and_another_next_hop_conflicts() {
 
     let in_table = RouteSpec::dev(net("10.3.0.0/16"), "br0").in_table(100);
     assert!(netlink.ensure_route(&in_table).unwrap());
-    assert!(netlink.routes(Some(100)).unwrap().iter().any(|found| found.dst == net("10.3.0.0/16")));
-    assert!(!netlink.routes(Some(254)).unwrap().iter().any(|found| found.dst == net("10.3.0.0/16")));
+    assert!(
+        netlink
+            .routes(Some(100))
+            .unwrap()
+            .iter()
+            .any(|found| found.dst == net("10.3.0.0/16"))
+    );
+    assert!(
+        !netlink
+            .routes(Some(254))
+            .unwrap()
+            .iter()
+            .any(|found| found.dst == net("10.3.0.0/16"))
+    );
 
     assert!(netlink.delete_route(&other).unwrap());
     assert!(!netlink.delete_route(&other).unwrap());
@@ -137,13 +160,16 @@ fn neighbours_and_fdb_entries_are_idempotent_and_conflicts_name_the_entry() {
     require_root!();
     let host = TestNs::new();
     let mut netlink = host.netlink();
-    netlink.ensure_veth(&VethSpec {
-        name: "eth0".into(),
-        peer_name: "eth0-peer".into(),
-        ..VethSpec::default()
-    })
-    .unwrap();
-    netlink.ensure_address("eth0", net("192.168.50.1/24")).unwrap();
+    netlink
+        .ensure_veth(&VethSpec {
+            name: "eth0".into(),
+            peer_name: "eth0-peer".into(),
+            ..VethSpec::default()
+        })
+        .unwrap();
+    netlink
+        .ensure_address("eth0", net("192.168.50.1/24"))
+        .unwrap();
     netlink
         .ensure_vxlan(&VxlanSpec {
             name: "weft.vxlan".into(),
@@ -158,30 +184,70 @@ fn neighbours_and_fdb_entries_are_idempotent_and_conflicts_name_the_entry() {
     let mac = [0x02, 0, 0, 0, 0, 0x01];
     let other_mac = [0x02, 0, 0, 0, 0, 0x02];
 
-    assert!(netlink.ensure_neighbour("weft.vxlan", ip("10.244.1.0"), mac).unwrap());
-    assert!(!netlink.ensure_neighbour("weft.vxlan", ip("10.244.1.0"), mac).unwrap());
+    assert!(
+        netlink
+            .ensure_neighbour("weft.vxlan", ip("10.244.1.0"), mac)
+            .unwrap()
+    );
+    assert!(
+        !netlink
+            .ensure_neighbour("weft.vxlan", ip("10.244.1.0"), mac)
+            .unwrap()
+    );
     assert_conflict(
         netlink.ensure_neighbour("weft.vxlan", ip("10.244.1.0"), other_mac),
         "neighbour 10.244.1.0 on link weft.vxlan",
         &host,
     );
     let neighbours = netlink.neighbours("weft.vxlan").unwrap();
-    assert!(neighbours.iter().any(|found| found.ip == ip("10.244.1.0") && found.mac == Some(mac) && found.permanent));
+    assert!(
+        neighbours
+            .iter()
+            .any(|found| found.ip == ip("10.244.1.0") && found.mac == Some(mac) && found.permanent)
+    );
 
-    assert!(netlink.ensure_fdb("weft.vxlan", mac, ip("192.168.50.2")).unwrap());
-    assert!(!netlink.ensure_fdb("weft.vxlan", mac, ip("192.168.50.2")).unwrap());
+    assert!(
+        netlink
+            .ensure_fdb("weft.vxlan", mac, ip("192.168.50.2"))
+            .unwrap()
+    );
+    assert!(
+        !netlink
+            .ensure_fdb("weft.vxlan", mac, ip("192.168.50.2"))
+            .unwrap()
+    );
     assert_conflict(
         netlink.ensure_fdb("weft.vxlan", mac, ip("192.168.50.3")),
         "FDB entry 02:00:00:00:00:01 on link weft.vxlan",
         &host,
     );
     let entries = netlink.fdb_entries("weft.vxlan").unwrap();
-    assert!(entries.iter().any(|entry| entry.mac == mac && entry.dst == Some(ip("192.168.50.2"))));
+    assert!(
+        entries
+            .iter()
+            .any(|entry| entry.mac == mac && entry.dst == Some(ip("192.168.50.2")))
+    );
 
-    assert!(netlink.delete_fdb("weft.vxlan", mac, Some(ip("192.168.50.2"))).unwrap());
-    assert!(!netlink.delete_fdb("weft.vxlan", mac, Some(ip("192.168.50.2"))).unwrap());
-    assert!(netlink.delete_neighbour("weft.vxlan", ip("10.244.1.0")).unwrap());
-    assert!(!netlink.delete_neighbour("weft.vxlan", ip("10.244.1.0")).unwrap());
+    assert!(
+        netlink
+            .delete_fdb("weft.vxlan", mac, Some(ip("192.168.50.2")))
+            .unwrap()
+    );
+    assert!(
+        !netlink
+            .delete_fdb("weft.vxlan", mac, Some(ip("192.168.50.2")))
+            .unwrap()
+    );
+    assert!(
+        netlink
+            .delete_neighbour("weft.vxlan", ip("10.244.1.0"))
+            .unwrap()
+    );
+    assert!(
+        !netlink
+            .delete_neighbour("weft.vxlan", ip("10.244.1.0"))
+            .unwrap()
+    );
 }
 
 #[test]
@@ -224,7 +290,9 @@ fn link_settings_read_back_as_set() {
     netlink.set_hairpin("port0", true).unwrap();
     netlink.set_isolated("port0", true).unwrap();
     netlink.set_mtu("port0", 1300).unwrap();
-    netlink.set_mac("port0", [0x0a, 0x58, 0, 0, 0, 0x09]).unwrap();
+    netlink
+        .set_mac("port0", [0x0a, 0x58, 0, 0, 0, 0x09])
+        .unwrap();
     netlink.set_promisc("port0", true).unwrap();
     netlink.set_up("port0").unwrap();
 
@@ -258,7 +326,10 @@ fn missing_links_are_typed_errors_naming_link_and_namespace() {
     let err = netlink.set_up("nope0").unwrap_err();
     assert!(err.is_not_found());
     let message = err.to_string();
-    assert!(message.contains("link nope0") && message.contains(host.name()), "{message}");
+    assert!(
+        message.contains("link nope0") && message.contains(host.name()),
+        "{message}"
+    );
     assert!(!netlink.delete_link("nope0").unwrap());
 }
 

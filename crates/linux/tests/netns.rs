@@ -1,6 +1,8 @@
 //! Named namespaces: created, listed and deleted compatibly with `ip netns`,
 //! entered for a piece of work without moving the caller's thread.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::process::Command;
 
 use weft_linux::{Error, NetNs};
@@ -16,7 +18,10 @@ fn named_namespaces_are_visible_to_ip_netns_and_deleted_cleanly() {
     let name = format!("weft-t-ns-{}", std::process::id());
     let ns = NetNs::create(&name).unwrap();
     assert!(NetNs::list().unwrap().contains(&name));
-    assert!(matches!(NetNs::create(&name), Err(Error::NamespaceExists(_))));
+    assert!(matches!(
+        NetNs::create(&name),
+        Err(Error::NamespaceExists(_))
+    ));
     assert_eq!(NetNs::ensure(&name).unwrap(), ns);
 
     let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
@@ -27,13 +32,23 @@ fn named_namespaces_are_visible_to_ip_netns_and_deleted_cleanly() {
         .unwrap();
     assert!(inside.status.success());
     let links = String::from_utf8_lossy(&inside.stdout);
-    assert_eq!(links.lines().count(), 1, "a new namespace holds only lo: {links}");
+    assert_eq!(
+        links.lines().count(),
+        1,
+        "a new namespace holds only lo: {links}"
+    );
 
     NetNs::delete(&name).unwrap();
     assert!(!NetNs::list().unwrap().contains(&name));
-    assert!(matches!(NetNs::delete(&name), Err(Error::NamespaceNotFound(_))));
+    assert!(matches!(
+        NetNs::delete(&name),
+        Err(Error::NamespaceNotFound(_))
+    ));
     assert!(!NetNs::delete_if_exists(&name).unwrap());
-    assert!(matches!(NetNs::open(&name), Err(Error::NamespaceNotFound(_))));
+    assert!(matches!(
+        NetNs::open(&name),
+        Err(Error::NamespaceNotFound(_))
+    ));
 }
 
 #[test]
@@ -49,7 +64,10 @@ fn work_runs_inside_the_namespace_and_the_caller_stays_outside() {
 
     let output = host.exec("readlink", &["/proc/self/ns/net"]);
     let child_ns = String::from_utf8_lossy(&output.stdout);
-    assert!(child_ns.contains(&target.to_string()), "child ran in {child_ns}");
+    assert!(
+        child_ns.contains(&target.to_string()),
+        "child ran in {child_ns}"
+    );
 }
 
 #[test]

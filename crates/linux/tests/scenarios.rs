@@ -1,6 +1,8 @@
 //! The seed notes' network scenarios, with real packets between throwaway
 //! namespaces: a veth pair, a bridge, a router, a VXLAN overlay.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use weft_linux::sysctl;
 use weft_linux::{RouteSpec, VxlanSpec};
 use weft_testhost::{TestNs, connect, ip, net, plug, require_root};
@@ -60,7 +62,10 @@ fn three_namespaces_on_a_bridge_reach_each_other_and_the_bridge() {
             i + 1
         );
     }
-    assert!(switch.ping(ip("192.168.15.3")), "bridge cannot reach a host");
+    assert!(
+        switch.ping(ip("192.168.15.3")),
+        "bridge cannot reach a host"
+    );
 }
 
 #[test]
@@ -93,10 +98,7 @@ fn router_joins_two_subnets_only_after_routes_are_added() {
     );
 
     left.netlink()
-        .ensure_route(&RouteSpec::via(
-            net("192.168.2.0/24"),
-            ip("192.168.1.1"),
-        ))
+        .ensure_route(&RouteSpec::via(net("192.168.2.0/24"), ip("192.168.1.1")))
         .unwrap();
     assert!(
         !left.ping(ip("192.168.2.10")),
@@ -178,9 +180,9 @@ fn vxlan_carries_traffic_between_two_inner_subnets() {
         "pods reached each other before the overlay was programmed"
     );
 
-    for i in 0..2 {
+    for (i, this_node) in node.iter().enumerate() {
         let peer = 1 - i;
-        let mut netlink = node[i].netlink();
+        let mut netlink = this_node.netlink();
         let peer_vtep = ip(&format!("10.244.{peer}.0"));
         netlink
             .ensure_neighbour("weft.vxlan", peer_vtep, vxlan_macs[peer])
@@ -192,8 +194,8 @@ fn vxlan_carries_traffic_between_two_inner_subnets() {
                 ip(&format!("192.168.100.{}", peer + 1)),
             )
             .unwrap();
-        let mut route = RouteSpec::via(net(&format!("10.244.{peer}.0/24")), peer_vtep)
-            .with_dev("weft.vxlan");
+        let mut route =
+            RouteSpec::via(net(&format!("10.244.{peer}.0/24")), peer_vtep).with_dev("weft.vxlan");
         route.onlink = true;
         netlink.ensure_route(&route).unwrap();
     }

@@ -130,9 +130,10 @@ impl TestNs {
             .spawn(command)
             .unwrap_or_else(|err| panic!("starting process in {}: {err}", self.name()));
         let pid = child.id();
-        if let Ok(mut children) = self.children.lock() {
-            children.push(child);
-        }
+        self.children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(child);
         pid
     }
 
@@ -153,12 +154,15 @@ impl Default for TestNs {
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        if let Ok(mut children) = self.children.lock() {
-            for child in children.iter_mut() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        let mut children = self
+            .children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for child in children.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        drop(children);
         // Deleting the namespace frees every link inside it; a veth whose
         // peer lives in another test namespace goes with it.
         if let Err(err) = NetNs::delete_if_exists(self.ns.name()) {

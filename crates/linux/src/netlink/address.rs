@@ -32,7 +32,9 @@ fn message_for(index: u32, net: IpNet) -> AddressMessage {
     message.header.prefix_len = net.prefix_len();
     message.header.index = index;
     message.attributes.push(AddressAttribute::Local(net.addr()));
-    message.attributes.push(AddressAttribute::Address(net.addr()));
+    message
+        .attributes
+        .push(AddressAttribute::Address(net.addr()));
     if net.addr().is_ipv6() {
         // Duplicate address detection would leave the address unusable
         // ("tentative") for seconds; addresses here are allocated, not guessed.
@@ -54,10 +56,13 @@ fn address_from(message: &AddressMessage) -> Option<Address> {
             _ => None,
         })
         .or_else(|| {
-            message.attributes.iter().find_map(|attribute| match attribute {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            })
+            message
+                .attributes
+                .iter()
+                .find_map(|attribute| match attribute {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
         })?;
     Some(Address {
         index: message.header.index,
@@ -90,7 +95,10 @@ impl Netlink {
     /// The same address with another prefix length is a conflict.
     pub fn ensure_address(&mut self, link: &str, net: IpNet) -> Result<bool, Error> {
         let existing = self.addresses(Some(link))?;
-        if let Some(found) = existing.iter().find(|address| address.net.addr() == net.addr()) {
+        if let Some(found) = existing
+            .iter()
+            .find(|address| address.net.addr() == net.addr())
+        {
             if found.net == net {
                 return Ok(false);
             }

@@ -292,10 +292,7 @@ impl Netlink {
             ));
         }
         if let Some(mtu) = mtu.filter(|mtu| *mtu != link.mtu) {
-            return Err(self.conflict(
-                &link.name,
-                format!("its MTU is {}, not {mtu}", link.mtu),
-            ));
+            return Err(self.conflict(&link.name, format!("its MTU is {}, not {mtu}", link.mtu)));
         }
         Ok(())
     }
@@ -333,7 +330,8 @@ impl Netlink {
         peer.attributes
             .push(LinkAttribute::IfName(spec.peer_name.clone()));
         if let Some(file) = &peer_ns_file {
-            peer.attributes.push(LinkAttribute::NetNsFd(file.as_raw_fd()));
+            peer.attributes
+                .push(LinkAttribute::NetNsFd(file.as_raw_fd()));
         }
         if let Some(mtu) = spec.mtu {
             peer.attributes.push(LinkAttribute::Mtu(mtu));
@@ -349,7 +347,9 @@ impl Netlink {
             message.attributes.push(LinkAttribute::Mtu(mtu));
         }
         if let Some(mac) = spec.mac {
-            message.attributes.push(LinkAttribute::Address(mac.to_vec()));
+            message
+                .attributes
+                .push(LinkAttribute::Address(mac.to_vec()));
         }
         message.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
@@ -380,7 +380,9 @@ impl Netlink {
         }
         message
             .attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
         self.change(
             RouteNetlinkMessage::NewLink(message),
             NLM_F_CREATE | NLM_F_EXCL,
@@ -514,7 +516,9 @@ impl Netlink {
     /// Sets the hardware address.
     pub fn set_mac(&mut self, name: &str, mac: [u8; 6]) -> Result<(), Error> {
         self.set_link(name, "set MAC of", |message| {
-            message.attributes.push(LinkAttribute::Address(mac.to_vec()));
+            message
+                .attributes
+                .push(LinkAttribute::Address(mac.to_vec()));
         })
         .map_err(|err| match err {
             Error::Netlink { source, ns, .. } => Error::Netlink {
@@ -577,4 +581,3 @@ impl Netlink {
         })
     }
 }
-

@@ -47,7 +47,9 @@ fn ip_of(address: &NeighbourAddress) -> Option<IpAddr> {
         // NDA_DST and hands over raw bytes.
         NeighbourAddress::Other(bytes) => match bytes.len() {
             4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
-            16 => <[u8; 16]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                .ok()
+                .map(IpAddr::from),
             _ => None,
         },
         _ => None,
@@ -242,7 +244,12 @@ impl Netlink {
 
     /// Deletes the FDB entry `mac` (→ `dst`) on `dev`; returns `false` when
     /// there was none (or the link is gone).
-    pub fn delete_fdb(&mut self, dev: &str, mac: [u8; 6], dst: Option<IpAddr>) -> Result<bool, Error> {
+    pub fn delete_fdb(
+        &mut self,
+        dev: &str,
+        mac: [u8; 6],
+        dst: Option<IpAddr>,
+    ) -> Result<bool, Error> {
         let Some(link) = self.link(dev)? else {
             return Ok(false);
         };

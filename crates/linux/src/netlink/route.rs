@@ -206,14 +206,18 @@ impl Netlink {
             .push(RouteAttribute::Destination(spec.dst.network().into()));
         message.attributes.push(RouteAttribute::Table(table));
         if let Some(gateway) = spec.gateway {
-            message.attributes.push(RouteAttribute::Gateway(gateway.into()));
+            message
+                .attributes
+                .push(RouteAttribute::Gateway(gateway.into()));
         }
         if let Some(dev) = &spec.dev {
             let index = self.require_link(dev)?.index;
             message.attributes.push(RouteAttribute::Oif(index));
         }
         if let Some(src) = spec.src {
-            message.attributes.push(RouteAttribute::PrefSource(src.into()));
+            message
+                .attributes
+                .push(RouteAttribute::PrefSource(src.into()));
         }
         if let Some(metric) = spec.metric {
             message.attributes.push(RouteAttribute::Priority(metric));
@@ -242,8 +246,8 @@ impl Netlink {
             None => None,
         };
         if let Some(existing) = self.routes_like(spec)?.first() {
-            let same = existing.gateway == spec.gateway
-                && oif.is_none_or(|oif| existing.oif == Some(oif));
+            let same =
+                existing.gateway == spec.gateway && oif.is_none_or(|oif| existing.oif == Some(oif));
             if same {
                 return Ok(false);
             }
