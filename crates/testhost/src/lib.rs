@@ -137,12 +137,17 @@ impl TestNs {
         pid
     }
 
-    /// Whether one ICMP echo to `ip` is answered within a second.
+    /// Whether an ICMP echo to `ip` is answered within a second, trying up
+    /// to three times: on a path that was just built, the very first packet
+    /// can be lost while ports and neighbours settle, and that is not what a
+    /// reachability test is about.
     pub fn ping(&self, ip: IpAddr) -> bool {
         let target = ip.to_string();
-        self.exec("ping", &["-c", "1", "-W", "1", "-n", "-q", &target])
-            .status
-            .success()
+        (0..3).any(|_| {
+            self.exec("ping", &["-c", "1", "-W", "1", "-n", "-q", &target])
+                .status
+                .success()
+        })
     }
 }
 

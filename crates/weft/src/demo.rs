@@ -344,16 +344,23 @@ fn address_up(netlink: &mut Netlink, link: &str, addr: &str) -> Result<()> {
     Ok(())
 }
 
-/// One ICMP echo from inside `ns` (iputils `ping`), one second to answer.
+/// ICMP echo from inside `ns` (iputils `ping`): up to three tries of one
+/// second each, since the first packet over a just-built path can be lost
+/// while neighbours resolve.
 fn ping(ns: &NetNs, target: &str) -> Result<bool> {
-    let mut command = Command::new("ping");
-    command
-        .args(["-c", "1", "-W", "1", "-n", "-q", target])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let status = ns
-        .spawn(&mut command)
-        .context("starting ping (package iputils-ping)")?
-        .wait()?;
-    Ok(status.success())
+    for _ in 0..3 {
+        let mut command = Command::new("ping");
+        command
+            .args(["-c", "1", "-W", "1", "-n", "-q", target])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let status = ns
+            .spawn(&mut command)
+            .context("starting ping (package iputils-ping)")?
+            .wait()?;
+        if status.success() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
