@@ -23,6 +23,9 @@ enum Command {
     /// Build a seed scenario (veth, bridge, router, vxlan) in weft-demo-*
     /// namespaces, prove it with real pings, then remove it. Needs root.
     Demo(DemoArgs),
+    /// Run the lab's workload server (like agnhost): HTTP /hostname,
+    /// /clientip, /echo?msg=, /healthz, and TCP/UDP echo ports.
+    Serve(weft_serve::ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,5 +77,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Serve(args) => Ok(weft_serve::run(&args)?),
     }
 }
