@@ -1,0 +1,675 @@
+//! The bridge plugin: a Linux bridge in the node's namespace (the one the
+//! plugin runs in), a veth pair per attachment with one end on the bridge and
+//! the other in the container's namespace as `CNI_IFNAME`, addresses and
+//! routes from the delegated IPAM plugin, and optionally the gateway address
+//! on the bridge with forwarding enabled. It reads the reference plugin's
+//! keys, so configs written for it work unchanged.
+//!
+//! The node-side veth is named `veth` + 8 hex digits derived from the
+//! container ID and interface name, so a retried ADD finds its own veth and
+//! DEL can remove it even after a crash. `ipMasq` installs masquerade rules
+//! in weft's own nftables tables (see [`masq`]). `macspoofchk` and a non-zero
+//! `vlan` need features this build does not have and are refused with code 2.
+
+pub mod masq;
+
+use std::hash::Hasher;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use weft_linux::netlink::format_mac;
+use weft_linux::{LinkKind, NetNs, Netlink, RouteSpec, VethSpec, sysctl};
+
+use crate::kernel::{container_namespace, linux_error, netlink_in};
+use crate::nat_rules::{self, Tag};
+use crate::{
+    CmdArgs, CniError, CniResult, Command, ErrorCode, Interface, IpConfig, NetConf, Plugin, Route,
+    delegate,
+};
+
+/// The bridge plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bridge;
+
+/// The reference plugin's keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BridgeConf {
+    /// Bridge device name.
+    #[serde(default = "default_bridge")]
+    bridge: String,
+    /// Put the IPAM gateway address on the bridge.
+    #[serde(default)]
+    is_gateway: bool,
+    /// Also make it the container's default route (implies `isGateway`).
+    #[serde(default)]
+    is_default_gateway: bool,
+    /// Replace another address of the same subnet on the bridge.
+    #[serde(default)]
+    force_address: bool,
+    /// Masquerade traffic leaving the pod subnet (needs nftables).
+    #[serde(default)]
+    ip_masq: bool,
+    /// MTU of the bridge (when created) and of the veth pair.
+    #[serde(default)]
+    mtu: Option<u32>,
+    /// Let frames leave the bridge port they came in by.
+    #[serde(default)]
+    hairpin_mode: bool,
+    /// Put the bridge in promiscuous mode.
+    #[serde(default)]
+    promisc_mode: bool,
+    /// VLAN tag of the port (needs bridge VLAN filtering).
+    #[serde(default)]
+    vlan: Option<i64>,
+    /// Drop frames with another source MAC (needs nftables).
+    #[serde(default)]
+    macspoofchk: bool,
+}
+
+fn default_bridge() -> String {
+    "cni0".to_owned()
+}
+
+impl BridgeConf {
+    fn load(conf: &NetConf) -> Result<BridgeConf, CniError> {
+        let mut keys: BridgeConf = conf.plugin_keys()?;
+        if keys.is_default_gateway {
+            keys.is_gateway = true;
+        }
+        let invalid = |msg: String| CniError::new(ErrorCode::InvalidNetworkConfig, msg);
+        if keys.bridge.is_empty()
+            || keys.bridge.len() > 15
+            || keys
+                .bridge
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        {
+            return Err(invalid(format!("invalid bridge name {:?}", keys.bridge)));
+        }
+        if keys.hairpin_mode && keys.promisc_mode {
+            return Err(invalid(
+                "cannot set hairpin mode and promiscuous mode at the same time".to_owned(),
+            ));
+        }
+        if let Some(vlan) = keys.vlan {
+            if !(0..=4094).contains(&vlan) {
+                return Err(invalid(format!(
+                    "invalid VLAN ID {vlan} (must be between 0 and 4094)"
+                )));
+            }
+        }
+        if keys.mtu == Some(0) {
+            keys.mtu = None;
+        }
+        Ok(keys)
+    }
+
+    /// Refuses keys asking for what this build cannot do (ADD only: DEL
+    /// must still clean up after such a config).
+    fn refuse_unsupported(&self) -> Result<(), CniError> {
+        let unsupported = |key: &str, why: &str| {
+            Err(CniError::new(
+                ErrorCode::UnsupportedField,
+                format!("bridge: {key} is not supported by weft's bridge plugin"),
+            )
+            .with_details(why.to_owned()))
+        };
+        if self.macspoofchk {
+            return unsupported(
+                "macspoofchk",
+                "MAC spoof checking needs the nftables layer, which this build does not use yet",
+            );
+        }
+        if self.vlan.is_some_and(|vlan| vlan != 0) {
+            return unsupported("vlan", "bridge VLAN filtering is not implemented");
+        }
+        Ok(())
+    }
+}
+
+/// The node-side veth name of an attachment: stable across retries, unique
+/// per (container, interface) in practice (32-bit FNV-1a).
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let mut hash = Fnv1a::default();
+    hash.write(container_id.as_bytes());
+    hash.write(b"\0");
+    hash.write(ifname.as_bytes());
+    format!("veth{:08x}", hash.finish() as u32)
+}
+
+/// FNV-1a, 64-bit (std's hashers are randomly keyed or unstable across releases).
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+fn node_netlink() -> Result<Netlink, CniError> {
+    Netlink::current().map_err(|err| linux_error("opening netlink in the node namespace", &err))
+}
+
+impl Plugin for Bridge {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn add(&self, args: &CmdArgs, conf: &NetConf) -> Result<CniResult, CniError> {
+        let keys = BridgeConf::load(conf)?;
+        keys.refuse_unsupported()?;
+        let container = container_namespace(args.require_netns()?)?;
+        if let Some(ipam) = conf.ipam_type() {
+            // Fail before creating anything when the IPAM plugin is missing.
+            delegate::find_in_path(ipam, &args.path_dirs())?;
+        }
+        let mut node = node_netlink()?;
+        let bridge = ensure_bridge(&mut node, &keys)?;
+        let host_name = host_veth_name(&args.container_id, &args.ifname);
+        node.ensure_veth(&VethSpec {
+            name: host_name.clone(),
+            peer_name: args.ifname.clone(),
+            peer_namespace: Some(container.clone()),
+            mtu: keys.mtu,
+            ..VethSpec::default()
+        })
+        .map_err(|err| linux_error("creating the veth pair", &err))?;
+        let mut attached = Attached {
+            node: &mut node,
+            host_name: &host_name,
+            ipam: None,
+            ip_masq: keys.ip_masq,
+            args,
+            conf,
+        };
+        let outcome = attach(&mut attached, &keys, &container, &bridge.name);
+        match outcome {
+            Ok(result) => Ok(result),
+            Err(err) => {
+                attached.undo();
+                Err(err)
+            }
+        }
+    }
+
+    /// Every step runs even when an earlier one fails (teardown removes as
+    /// much as it can); the first failure is reported.
+    fn del(&self, args: &CmdArgs, conf: &NetConf) -> Result<(), CniError> {
+        let keys = BridgeConf::load(conf)?;
+        let mut failures: Vec<CniError> = Vec::new();
+        if let Some(ipam) = conf.ipam_type() {
+            failures.extend(delegate::run(ipam, Command::Del, args, &conf.bytes).err());
+        }
+        if keys.ip_masq {
+            failures.extend(nat_rules::remove_attachment(&masq::TABLES, &owner(args, conf)).err());
+        }
+        // A namespace that is gone took the container interface with it.
+        if let Some(Ok(container)) = args.netns.as_deref().map(container_namespace) {
+            let deleted = netlink_in(&container).and_then(|mut netlink| {
+                netlink
+                    .delete_link(&args.ifname)
+                    .map_err(|err| linux_error("deleting the container interface", &err))
+            });
+            failures.extend(
+                deleted
+                    .err()
+                    .filter(|err| err.code != ErrorCode::UnknownContainer),
+            );
+        }
+        // Normally gone with its peer; left behind only by an interrupted ADD.
+        let host_veth = node_netlink().and_then(|mut node| {
+            node.delete_link(&host_veth_name(&args.container_id, &args.ifname))
+                .map_err(|err| linux_error("deleting the node-side veth", &err))
+        });
+        failures.extend(host_veth.err());
+        match failures.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self, args: &CmdArgs, conf: &NetConf) -> Result<(), CniError> {
+        let keys = BridgeConf::load(conf)?;
+        if let Some(ipam) = conf.ipam_type() {
+            delegate::run(ipam, Command::Check, args, &conf.bytes)?;
+        }
+        let prev = conf.prev_result.as_ref().ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                "bridge: required prevResult missing",
+            )
+        })?;
+        check_attachment(&keys, args, prev)?;
+        if keys.ip_masq && nat_rules::count(&masq::TABLES, &owner(args, conf))? == 0 {
+            return Err(CniError::internal(
+                "bridge CHECK: masquerade rules of the attachment missing",
+            ));
+        }
+        Ok(())
+    }
+
+    fn status(&self, args: &CmdArgs, conf: &NetConf) -> Result<(), CniError> {
+        BridgeConf::load(conf)?;
+        match conf.ipam_type() {
+            Some(ipam) => delegate::run(ipam, Command::Status, args, &conf.bytes),
+            None => Ok(()),
+        }
+    }
+
+    fn gc(&self, args: &CmdArgs, conf: &NetConf) -> Result<(), CniError> {
+        let keys = BridgeConf::load(conf)?;
+        // Both halves run even when one fails: GC removes as much as it can.
+        let ipam = match conf.ipam_type() {
+            Some(ipam) => delegate::run(ipam, Command::Gc, args, &conf.bytes),
+            None => Ok(()),
+        };
+        let rules = if keys.ip_masq {
+            let valid: std::collections::HashSet<(&str, &str)> = conf
+                .valid_attachments
+                .iter()
+                .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+                .collect();
+            nat_rules::gc(&masq::TABLES, "bridge", &conf.name, &valid).map(|_| ())
+        } else {
+            Ok(())
+        };
+        ipam.and(rules)
+    }
+}
+
+/// The attachment an ipMasq rule belongs to.
+fn owner<'a>(args: &'a CmdArgs, conf: &'a NetConf) -> Tag<'a> {
+    Tag {
+        plugin: "bridge",
+        network: &conf.name,
+        container_id: &args.container_id,
+        ifname: &args.ifname,
+    }
+}
+
+/// What an ADD has set up so far, to undo on failure.
+struct Attached<'a> {
+    /// Node-namespace handle.
+    node: &'a mut Netlink,
+    /// Node-side veth (deleting it deletes the pair).
+    host_name: &'a str,
+    /// IPAM plugin holding an allocation.
+    ipam: Option<String>,
+    /// Whether masquerade rules may have been installed.
+    ip_masq: bool,
+    /// The call.
+    args: &'a CmdArgs,
+    /// The configuration.
+    conf: &'a NetConf,
+}
+
+impl Attached<'_> {
+    /// Best-effort teardown after a failed ADD: the ADD's error is what the
+    /// runtime needs to see, and it will call DEL anyway.
+    fn undo(&mut self) {
+        let _ = self.node.delete_link(self.host_name);
+        if self.ip_masq {
+            let _ = nat_rules::remove_attachment(&masq::TABLES, &owner(self.args, self.conf));
+        }
+        if let Some(ipam) = &self.ipam {
+            let _ = delegate::run(ipam, Command::Del, self.args, &self.conf.bytes);
+        }
+    }
+}
+
+fn ensure_bridge(node: &mut Netlink, keys: &BridgeConf) -> Result<weft_linux::Link, CniError> {
+    let bridge = match node
+        .link(&keys.bridge)
+        .map_err(|err| linux_error("reading the bridge", &err))?
+    {
+        // An existing bridge keeps its MTU, as with the reference plugin.
+        Some(link) if link.kind == LinkKind::Bridge => link,
+        Some(link) => {
+            return Err(CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!(
+                    "{} already exists but is not a bridge ({})",
+                    link.name, link.kind
+                ),
+            ));
+        }
+        None => match node.ensure_bridge(&keys.bridge, keys.mtu) {
+            Ok(link) => link,
+            // A concurrent ADD may have created it between our look and our create.
+            Err(err) => node
+                .link(&keys.bridge)
+                .ok()
+                .flatten()
+                .filter(|link| link.kind == LinkKind::Bridge)
+                .ok_or_else(|| linux_error("creating the bridge", &err))?,
+        },
+    };
+    if keys.promisc_mode {
+        node.set_promisc(&keys.bridge, true)
+            .map_err(|err| linux_error("setting the bridge promiscuous", &err))?;
+    }
+    node.set_up(&keys.bridge)
+        .map_err(|err| linux_error("bringing the bridge up", &err))?;
+    Ok(bridge)
+}
+
+fn attach(
+    state: &mut Attached<'_>,
+    keys: &BridgeConf,
+    container: &NetNs,
+    bridge: &str,
+) -> Result<CniResult, CniError> {
+    let args = state.args;
+    let host_name = state.host_name;
+    let node = &mut *state.node;
+    node.set_master(host_name, Some(bridge))
+        .map_err(|err| linux_error("attaching the veth to the bridge", &err))?;
+    if keys.hairpin_mode {
+        node.set_hairpin(host_name, true)
+            .map_err(|err| linux_error("setting hairpin mode", &err))?;
+    }
+    node.set_up(host_name)
+        .map_err(|err| linux_error("bringing the node-side veth up", &err))?;
+
+    let mut result = CniResult::default();
+    if let Some(ipam) = state.conf.ipam_type() {
+        let allocated = delegate::add(ipam, args, &state.conf.bytes)?;
+        state.ipam = Some(ipam.to_owned());
+        if allocated.ips.is_empty() {
+            return Err(CniError::internal("IPAM plugin returned missing IP config"));
+        }
+        result = allocated;
+    }
+    if !state.conf.dns.is_empty() {
+        result.dns = state.conf.dns.clone();
+    }
+    for ip in &mut result.ips {
+        ip.interface = Some(2);
+        if keys.is_gateway && ip.gateway.is_none() {
+            ip.gateway = Some(first_host(ip.address));
+        }
+    }
+    if keys.is_default_gateway {
+        add_default_routes(&mut result)?;
+    }
+
+    configure_container(container, &args.ifname, &result)?;
+    let node = &mut *state.node;
+    if keys.is_gateway {
+        configure_gateway(node, keys, bridge, &result.ips)?;
+    }
+    if keys.ip_masq {
+        let rules = result.ips.iter().map(masq::rule_for).collect();
+        nat_rules::replace(&masq::TABLES, &owner(args, state.conf), rules)?;
+    }
+
+    let mac_of = |netlink: &mut Netlink, name: &str| -> Result<Option<String>, CniError> {
+        Ok(netlink
+            .link(name)
+            .map_err(|err| linux_error("reading a link", &err))?
+            .and_then(|link| link.mac)
+            .map(|mac| format_mac(&mac)))
+    };
+    let bridge_mac = mac_of(node, bridge)?;
+    let host_mac = mac_of(node, host_name)?;
+    let container_mac = mac_of(&mut netlink_in(container)?, &args.ifname)?;
+    result.interfaces = vec![
+        Interface {
+            name: bridge.to_owned(),
+            mac: bridge_mac,
+            ..Interface::default()
+        },
+        Interface {
+            name: host_name.to_owned(),
+            mac: host_mac,
+            ..Interface::default()
+        },
+        Interface {
+            name: args.ifname.clone(),
+            mac: container_mac,
+            mtu: keys.mtu,
+            sandbox: Some(container.path().display().to_string()),
+            ..Interface::default()
+        },
+    ];
+    Ok(result)
+}
+
+/// The subnet's first host address (the reference's default gateway).
+fn first_host(address: IpNet) -> IpAddr {
+    crate::host_local::range::next_ip(address.network())
+}
+
+fn default_net(ip: IpAddr) -> IpNet {
+    match ip {
+        IpAddr::V4(_) => IpNet::V4(ipnet::Ipv4Net::default()),
+        IpAddr::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
+    }
+}
+
+/// `isDefaultGateway`: a default route via each family's gateway, unless
+/// IPAM already routes the default the same way (another next hop is code 7).
+fn add_default_routes(result: &mut CniResult) -> Result<(), CniError> {
+    let gateways: Vec<IpAddr> = result.ips.iter().filter_map(|ip| ip.gateway).collect();
+    for gateway in gateways {
+        let dst = default_net(gateway);
+        match result.routes.iter().find(|route| route.dst == dst) {
+            Some(route) if route.gw.is_some_and(|gw| gw != gateway) => {
+                return Err(CniError::new(
+                    ErrorCode::InvalidNetworkConfig,
+                    format!(
+                        "isDefaultGateway ineffective because IPAM sets default route via {:?}",
+                        route.gw
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => result.routes.push(Route::new(dst, Some(gateway))),
+        }
+    }
+    Ok(())
+}
+
+/// Addresses, link up and routes inside the container.
+fn configure_container(
+    container: &NetNs,
+    ifname: &str,
+    result: &CniResult,
+) -> Result<(), CniError> {
+    let has_v6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
+    if has_v6 {
+        // Addresses must be usable at once, not after duplicate address detection.
+        for (key, value) in [("disable_ipv6", "0"), ("accept_dad", "0")] {
+            sysctl::ensure(container, &sysctl::iface_key("ipv6", ifname, key), value)
+                .map_err(|err| linux_error("enabling IPv6 on the container interface", &err))?;
+        }
+    }
+    let mut netlink = netlink_in(container)?;
+    for ip in &result.ips {
+        netlink
+            .ensure_address(ifname, ip.address)
+            .map_err(|err| linux_error("adding an address to the container interface", &err))?;
+    }
+    netlink
+        .set_up(ifname)
+        .map_err(|err| linux_error("bringing the container interface up", &err))?;
+    for route in &result.routes {
+        let gateway = route.gw.or_else(|| {
+            result
+                .ips
+                .iter()
+                .filter(|ip| ip.address.addr().is_ipv4() == route.dst.addr().is_ipv4())
+                .find_map(|ip| ip.gateway)
+        });
+        let spec = RouteSpec {
+            dst: route.dst.trunc(),
+            gateway,
+            dev: Some(ifname.to_owned()),
+            table: route.table,
+            src: None,
+            metric: route.priority,
+            onlink: false,
+        };
+        netlink
+            .ensure_route(&spec)
+            .map_err(|err| linux_error("adding a route in the container", &err))?;
+    }
+    Ok(())
+}
+
+/// Gateway addresses on the bridge, and forwarding in the node namespace.
+fn configure_gateway(
+    node: &mut Netlink,
+    keys: &BridgeConf,
+    bridge: &str,
+    ips: &[IpConfig],
+) -> Result<(), CniError> {
+    let node_ns = NetNs::current();
+    for ip in ips {
+        let Some(gateway) = ip.gateway else { continue };
+        let wanted = IpNet::new(gateway, ip.address.prefix_len()).map_err(|_| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!("gateway {gateway} does not fit {}", ip.address),
+            )
+        })?;
+        let existing = node
+            .addresses(Some(bridge))
+            .map_err(|err| linux_error("reading the bridge addresses", &err))?;
+        for other in existing
+            .iter()
+            .filter(|a| a.net.trunc() == wanted.trunc() && a.net != wanted)
+        {
+            if !keys.force_address {
+                return Err(CniError::new(
+                    ErrorCode::InvalidNetworkConfig,
+                    format!("{bridge} already has an IP address different from {wanted}"),
+                )
+                .with_details(format!(
+                    "it has {}; set forceAddress to replace it",
+                    other.net
+                )));
+            }
+            node.delete_address(bridge, other.net)
+                .map_err(|err| linux_error("removing an old bridge address", &err))?;
+        }
+        if let Err(err) = node.ensure_address(bridge, wanted) {
+            // A concurrent ADD may have added it between our look and our add.
+            let added = node
+                .addresses(Some(bridge))
+                .is_ok_and(|now| now.iter().any(|a| a.net == wanted));
+            if !added {
+                return Err(linux_error(
+                    "adding the gateway address to the bridge",
+                    &err,
+                ));
+            }
+        }
+        let key = if gateway.is_ipv4() {
+            sysctl::IPV4_FORWARD
+        } else {
+            sysctl::IPV6_FORWARD
+        };
+        sysctl::ensure(&node_ns, key, "1")
+            .map_err(|err| linux_error("enabling forwarding", &err))?;
+    }
+    Ok(())
+}
+
+/// CHECK: the bridge, both veth ends, the addresses and routes of `prev`.
+fn check_attachment(keys: &BridgeConf, args: &CmdArgs, prev: &CniResult) -> Result<(), CniError> {
+    let failed = |msg: String| CniError::internal(format!("bridge CHECK: {msg}"));
+    let mut node = node_netlink()?;
+    let bridge = node
+        .link(&keys.bridge)
+        .map_err(|err| linux_error("reading the bridge", &err))?
+        .filter(|link| link.kind == LinkKind::Bridge)
+        .ok_or_else(|| failed(format!("bridge {} not found", keys.bridge)))?;
+    let container = container_namespace(args.require_netns()?)?;
+    let mut inside = netlink_in(&container)?;
+    let iface = inside
+        .link(&args.ifname)
+        .map_err(|err| linux_error("reading the container interface", &err))?
+        .ok_or_else(|| {
+            failed(format!(
+                "interface {} not found in the container",
+                args.ifname
+            ))
+        })?;
+    let index = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == args.ifname && i.sandbox.is_some());
+    if let Some(expected) = index.and_then(|i| prev.interfaces[i].mac.as_ref()) {
+        let actual = iface.mac.map(|mac| format_mac(&mac)).unwrap_or_default();
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(failed(format!(
+                "{} has MAC {actual}, expected {expected}",
+                args.ifname
+            )));
+        }
+    }
+    let addresses = inside
+        .addresses(Some(&args.ifname))
+        .map_err(|err| linux_error("reading the container addresses", &err))?;
+    for ip in prev
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none() || ip.interface == index)
+    {
+        if !addresses.iter().any(|a| a.net == ip.address) {
+            return Err(failed(format!(
+                "address {} missing on {}",
+                ip.address, args.ifname
+            )));
+        }
+    }
+    let routes = inside
+        .routes(None)
+        .map_err(|err| linux_error("reading the container routes", &err))?;
+    for route in &prev.routes {
+        let present = routes
+            .iter()
+            .any(|r| r.dst == route.dst.trunc() && route.gw.is_none_or(|gw| r.gateway == Some(gw)));
+        if !present {
+            return Err(failed(format!(
+                "route to {} missing in the container",
+                route.dst
+            )));
+        }
+    }
+    for host in prev
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.is_none() && i.name != keys.bridge)
+    {
+        let link = node
+            .link(&host.name)
+            .map_err(|err| linux_error("reading the node-side veth", &err))?
+            .ok_or_else(|| failed(format!("node-side veth {} not found", host.name)))?;
+        if link.master != Some(bridge.index) {
+            return Err(failed(format!(
+                "{} is not attached to {}",
+                host.name, keys.bridge
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

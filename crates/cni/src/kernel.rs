@@ -1,0 +1,39 @@
+//! The plugins' view of the Linux layer: opening the container's namespace
+//! from `CNI_NETNS` and turning [`weft_linux::Error`]s into CNI errors with
+//! the right code (a vanished namespace is "container unknown", code 3;
+//! everything else is an I/O failure, code 5), keeping the cause in
+//! `details`.
+
+use std::path::Path;
+
+use weft_linux::{NetNs, Netlink};
+
+use crate::error::error_chain;
+use crate::{CniError, ErrorCode};
+
+/// A Linux-layer failure while doing `what`, as a CNI error.
+pub fn linux_error(what: &str, err: &weft_linux::Error) -> CniError {
+    let code = match err {
+        weft_linux::Error::NamespaceNotFound(_) => ErrorCode::UnknownContainer,
+        _ => ErrorCode::Io,
+    };
+    CniError::new(code, what.to_owned()).with_details(error_chain(err))
+}
+
+/// The container's namespace named by `CNI_NETNS`; a path that does not
+/// exist is code 3.
+pub fn container_namespace(path: &Path) -> Result<NetNs, CniError> {
+    let ns = NetNs::from_path(path);
+    if !ns.exists() {
+        return Err(CniError::new(
+            ErrorCode::UnknownContainer,
+            format!("network namespace {} does not exist", path.display()),
+        ));
+    }
+    Ok(ns)
+}
+
+/// A netlink handle inside `ns`.
+pub fn netlink_in(ns: &NetNs) -> Result<Netlink, CniError> {
+    Netlink::in_namespace(ns).map_err(|err| linux_error("opening netlink in the container", &err))
+}
