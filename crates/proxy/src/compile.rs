@@ -1,0 +1,702 @@
+//! The pure heart of the proxy: Service ports and this node's settings in,
+//! the whole desired nftables ruleset for one address family out.
+//!
+//! Layout (`docs/proxy.md` shows it with `nft list table ip weft`):
+//!
+//! - `nat-prerouting` and `nat-output` jump to `services`, which dispatches
+//!   with ONE verdict-map lookup on `ip daddr . meta l4proto . th dport`
+//!   (`@service-ips`: ClusterIPs, external IPs, load-balancer IPs) and, for
+//!   packets to a local address, one on `meta l4proto . th dport`
+//!   (`@service-nodeports`). Cost does not grow with the number of Services.
+//! - Each Service port has a chain `svc-<ns>/<name>/<proto>/<port>` that
+//!   marks traffic from outside the cluster CIDR for masquerade and picks an
+//!   endpoint: `numgen random mod N` looked up in the map
+//!   `eps-…` (index → address . port), then `dnat` to it — one chain, one
+//!   map, N elements per Service port, no chain per endpoint. Session
+//!   affinity uses kube-proxy's shape instead: a chain and a timed set of
+//!   client addresses per endpoint.
+//! - External traffic (NodePort, external and LB IPs) enters through
+//!   `ext-…`, which masquerades for `externalTrafficPolicy: Cluster` and uses
+//!   only local endpoints for `Local` (client address preserved).
+//! - Services without usable endpoints are in `@no-endpoint-services` /
+//!   `@no-endpoint-nodeports`, checked by filter chains for new connections:
+//!   the client is rejected at once. Unknown ports of a ClusterIP are
+//!   rejected through `@cluster-ips`.
+//! - `nat-postrouting` masquerades marked packets and hairpin connections (a
+//!   pod reaching itself through its Service: `ip saddr . ip daddr` in
+//!   `@hairpin`), with `fully-random` port allocation.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use weft_nft::expr::{Expr, NatFlags, NumgenKind, Reg, RejectKind, Rule, matches};
+use weft_nft::{Chain, ChainType, Element, Family, Hook, KeyType, Set, TableRef, Value, Verdict};
+
+use crate::service::{Endpoint, ServicePort};
+
+/// The mark bit that asks `nat-postrouting` to masquerade (kube-proxy's).
+pub const MASQUERADE_MARK: u32 = 0x4000;
+/// Name of the proxy's tables (`ip weft`, `ip6 weft`).
+pub const TABLE_NAME: &str = "weft";
+
+/// Node-level settings of the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// This node's name (for local endpoints).
+    pub node_name: String,
+    /// Pod CIDRs of the cluster: traffic to a ClusterIP from outside them is
+    /// masqueraded so replies come back through this node.
+    pub cluster_cidrs: Vec<IpNet>,
+}
+
+/// The desired content of one table: what [`crate::sync`] makes the kernel hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    /// `ip weft` or `ip6 weft`.
+    pub table: TableRef,
+    /// Every chain by name.
+    pub chains: BTreeMap<String, Chain>,
+    /// Rules of each chain, in order.
+    pub rules: BTreeMap<String, Vec<Rule>>,
+    /// Every set and map by name.
+    pub sets: BTreeMap<String, Set>,
+    /// Elements of each set or map.
+    pub elements: BTreeMap<String, Vec<Element>>,
+}
+
+impl Ruleset {
+    fn new(family: Family) -> Ruleset {
+        Ruleset {
+            table: TableRef::new(family, TABLE_NAME),
+            chains: BTreeMap::new(),
+            rules: BTreeMap::new(),
+            sets: BTreeMap::new(),
+            elements: BTreeMap::new(),
+        }
+    }
+
+    fn chain(&mut self, chain: Chain) {
+        self.rules.entry(chain.name.clone()).or_default();
+        self.chains.insert(chain.name.clone(), chain);
+    }
+
+    fn rule(&mut self, chain: &str, exprs: Vec<Expr>, comment: Option<String>) {
+        let mut rule = Rule::new(chain).extend(exprs);
+        if let Some(comment) = comment {
+            rule = rule.comment(truncate_comment(comment));
+        }
+        self.rules.entry(chain.to_owned()).or_default().push(rule);
+    }
+
+    fn set(&mut self, set: Set) {
+        self.elements.entry(set.name.clone()).or_default();
+        self.sets.insert(set.name.clone(), set);
+    }
+
+    fn element(&mut self, set: &str, element: Element) {
+        let elements = self.elements.entry(set.to_owned()).or_default();
+        if !elements.contains(&element) {
+            elements.push(element);
+        }
+    }
+
+    /// Number of map and set elements (a metric).
+    pub fn element_count(&self) -> usize {
+        self.elements.values().map(Vec::len).sum()
+    }
+
+    /// Number of rules (a metric).
+    pub fn rule_count(&self) -> usize {
+        self.rules.values().map(Vec::len).sum()
+    }
+}
+
+fn truncate_comment(mut comment: String) -> String {
+    if comment.len() > 120 {
+        let mut end = 120;
+        while !comment.is_char_boundary(end) {
+            end -= 1;
+        }
+        comment.truncate(end);
+    }
+    comment
+}
+
+/// Family-specific expression building.
+#[derive(Debug, Clone, Copy)]
+struct Fam(Family);
+
+impl Fam {
+    fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::Ip
+        } else {
+            Family::Ip6
+        }
+    }
+
+    fn addr_type(self) -> KeyType {
+        match self.0 {
+            Family::Ip6 => KeyType::Ipv6Addr,
+            _ => KeyType::Ipv4Addr,
+        }
+    }
+
+    /// Registers an address occupies.
+    fn addr_regs(self) -> u8 {
+        match self.0 {
+            Family::Ip6 => 4,
+            _ => 1,
+        }
+    }
+
+    fn daddr(self, reg: Reg) -> Expr {
+        match self.0 {
+            Family::Ip6 => Expr::ip6_daddr(reg),
+            _ => Expr::ip_daddr(reg),
+        }
+    }
+
+    fn saddr(self, reg: Reg) -> Expr {
+        match self.0 {
+            Family::Ip6 => Expr::ip6_saddr(reg),
+            _ => Expr::ip_saddr(reg),
+        }
+    }
+
+    fn saddr_not_in(self, net: IpNet, reg: Reg) -> Option<Vec<Expr>> {
+        match (self.0, net) {
+            (Family::Ip, IpNet::V4(net)) => Some(matches::ip_saddr_in(net, true, reg)),
+            (Family::Ip6, IpNet::V6(net)) => Some(matches::ip6_saddr_in(net, true, reg)),
+            _ => None,
+        }
+    }
+
+    fn saddr_in(self, net: IpNet, reg: Reg) -> Option<Vec<Expr>> {
+        match (self.0, net) {
+            (Family::Ip, IpNet::V4(net)) => Some(matches::ip_saddr_in(net, false, reg)),
+            (Family::Ip6, IpNet::V6(net)) => Some(matches::ip6_saddr_in(net, false, reg)),
+            _ => None,
+        }
+    }
+
+    fn dnat(self, addr: Reg, port: Reg) -> Expr {
+        match self.0 {
+            Family::Ip6 => Expr::dnat_ipv6(addr, Some(port)),
+            _ => Expr::dnat_ipv4(addr, Some(port)),
+        }
+    }
+
+    /// `daddr . l4proto . dport` into consecutive registers from R0.
+    fn load_service_key(self) -> Vec<Expr> {
+        let regs = self.addr_regs();
+        vec![
+            self.daddr(Reg::R0),
+            Expr::l4proto(Reg::R0.offset(regs)),
+            Expr::th_dport(Reg::R0.offset(regs + 1)),
+        ]
+    }
+}
+
+fn value(ip: IpAddr) -> Value {
+    match ip {
+        IpAddr::V4(ip) => Value::Ipv4(ip),
+        IpAddr::V6(ip) => Value::Ipv6(ip),
+    }
+}
+
+const SERVICE_IPS: &str = "service-ips";
+const SERVICE_NODEPORTS: &str = "service-nodeports";
+const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+const FIREWALL_IPS: &str = "firewall-ips";
+const CLUSTER_IPS: &str = "cluster-ips";
+const HAIRPIN: &str = "hairpin";
+const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+const REJECT_CHAIN: &str = "reject-chain";
+
+/// Compiles the ruleset of `family` (`Ip` or `Ip6`) from every Service port.
+/// Frontends and endpoints of the other family are left to its own table.
+pub fn compile(family: Family, ports: &[ServicePort], config: &ProxyConfig) -> Ruleset {
+    let fam = Fam(family);
+    let mut rs = Ruleset::new(family);
+    skeleton(&mut rs, fam);
+    for port in ports {
+        compile_port(&mut rs, fam, port, config);
+    }
+    rs
+}
+
+/// The chains, sets and rules every node has, Services or not.
+fn skeleton(rs: &mut Ruleset, fam: Fam) {
+    let addr = fam.addr_type();
+    let service_key = vec![addr, KeyType::InetProto, KeyType::InetService];
+    let nodeport_key = vec![KeyType::InetProto, KeyType::InetService];
+    rs.set(Set::verdict_map(SERVICE_IPS, service_key.clone()));
+    rs.set(Set::verdict_map(SERVICE_NODEPORTS, nodeport_key.clone()));
+    rs.set(Set::verdict_map(NO_ENDPOINT_SERVICES, service_key.clone()));
+    rs.set(Set::verdict_map(NO_ENDPOINT_NODEPORTS, nodeport_key));
+    rs.set(Set::verdict_map(FIREWALL_IPS, service_key));
+    rs.set(Set::new(CLUSTER_IPS, vec![addr]));
+    rs.set(Set::new(HAIRPIN, vec![addr, addr]));
+
+    rs.chain(Chain::base(
+        "nat-prerouting",
+        ChainType::Nat,
+        Hook::Prerouting,
+        -100,
+    ));
+    rs.chain(Chain::base(
+        "nat-output",
+        ChainType::Nat,
+        Hook::Output,
+        -100,
+    ));
+    rs.chain(Chain::base(
+        "nat-postrouting",
+        ChainType::Nat,
+        Hook::Postrouting,
+        100,
+    ));
+    rs.chain(Chain::base(
+        "filter-prerouting",
+        ChainType::Filter,
+        Hook::Prerouting,
+        -110,
+    ));
+    rs.chain(Chain::base(
+        "filter-input",
+        ChainType::Filter,
+        Hook::Input,
+        0,
+    ));
+    rs.chain(Chain::base(
+        "filter-forward",
+        ChainType::Filter,
+        Hook::Forward,
+        0,
+    ));
+    rs.chain(Chain::base(
+        "filter-output",
+        ChainType::Filter,
+        Hook::Output,
+        0,
+    ));
+    for regular in [
+        "services",
+        "masquerading",
+        MARK_FOR_MASQUERADE,
+        REJECT_CHAIN,
+        "endpoints-check",
+        "cluster-ips-check",
+        "firewall-check",
+    ] {
+        rs.chain(Chain::regular(regular));
+    }
+
+    let regs = fam.addr_regs();
+    rs.rule("nat-prerouting", vec![Expr::jump("services")], None);
+    rs.rule("nat-output", vec![Expr::jump("services")], None);
+    rs.rule("nat-postrouting", vec![Expr::jump("masquerading")], None);
+
+    let mut dispatch = fam.load_service_key();
+    dispatch.push(Expr::vmap(SERVICE_IPS, Reg::R0));
+    rs.rule("services", dispatch, None);
+    let mut nodeports = matches::daddr_is_local(Reg::R0);
+    if fam.0 == Family::Ip {
+        // NodePorts answer on the node's addresses, not on 127.0.0.0/8.
+        nodeports.extend(matches::ip_daddr_in(
+            ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8),
+            true,
+            Reg::R0,
+        ));
+    }
+    nodeports.extend([
+        Expr::l4proto(Reg::R0),
+        Expr::th_dport(Reg::R1),
+        Expr::vmap(SERVICE_NODEPORTS, Reg::R0),
+    ]);
+    rs.rule("services", nodeports, None);
+
+    let mut marked = matches::mark_bits(MASQUERADE_MARK, Reg::R0);
+    marked.push(Expr::Masquerade(NatFlags::FULLY_RANDOM));
+    rs.rule("masquerading", marked, Some("marked for masquerade".into()));
+    let mut hairpin = matches::ct_status(weft_nft::expr::ct_status::DNAT, Reg::R0);
+    hairpin.extend([
+        fam.saddr(Reg::R0),
+        fam.daddr(Reg::R0.offset(regs)),
+        Expr::in_set(HAIRPIN, Reg::R0),
+        Expr::Masquerade(NatFlags::FULLY_RANDOM),
+    ]);
+    rs.rule(
+        "masquerading",
+        hairpin,
+        Some("pod reaching itself through its Service".into()),
+    );
+    rs.rule(
+        MARK_FOR_MASQUERADE,
+        matches::set_mark_bits(MASQUERADE_MARK, Reg::R0),
+        None,
+    );
+    rs.rule(
+        REJECT_CHAIN,
+        vec![Expr::Reject(RejectKind::PortUnreachable)],
+        None,
+    );
+
+    let mut no_endpoints = fam.load_service_key();
+    no_endpoints.push(Expr::vmap(NO_ENDPOINT_SERVICES, Reg::R0));
+    rs.rule("endpoints-check", no_endpoints, None);
+    let mut no_endpoint_nodeports = matches::daddr_is_local(Reg::R0);
+    no_endpoint_nodeports.extend([
+        Expr::l4proto(Reg::R0),
+        Expr::th_dport(Reg::R1),
+        Expr::vmap(NO_ENDPOINT_NODEPORTS, Reg::R0),
+    ]);
+    rs.rule("endpoints-check", no_endpoint_nodeports, None);
+    rs.rule(
+        "cluster-ips-check",
+        vec![
+            fam.daddr(Reg::R0),
+            Expr::in_set(CLUSTER_IPS, Reg::R0),
+            Expr::Reject(RejectKind::PortUnreachable),
+        ],
+        Some("reject traffic to unknown ports of ClusterIPs".into()),
+    );
+    let mut firewall = fam.load_service_key();
+    firewall.push(Expr::vmap(FIREWALL_IPS, Reg::R0));
+    rs.rule("firewall-check", firewall, None);
+
+    let new_connection = || matches::ct_state(weft_nft::expr::ct_state::NEW, Reg::R0);
+    let with_jump = |target: &str| {
+        let mut exprs = new_connection();
+        exprs.push(Expr::jump(target));
+        exprs
+    };
+    rs.rule("filter-prerouting", with_jump("firewall-check"), None);
+    for chain in ["filter-input", "filter-forward", "filter-output"] {
+        rs.rule(chain, with_jump("endpoints-check"), None);
+    }
+    for chain in ["filter-forward", "filter-output"] {
+        rs.rule(chain, with_jump("cluster-ips-check"), None);
+    }
+}
+
+fn port_id(port: &ServicePort) -> String {
+    let name = &port.name;
+    let port_label = if name.port.is_empty() {
+        port.port.to_string()
+    } else {
+        name.port.clone()
+    };
+    format!(
+        "{}/{}/{}/{}",
+        name.namespace, name.name, name.protocol, port_label
+    )
+}
+
+fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, config: &ProxyConfig) {
+    let family = fam.0;
+    let in_family = |ip: &&IpAddr| Fam::of(**ip) == family;
+    let cluster_ips: Vec<IpAddr> = port.cluster_ips.iter().filter(in_family).copied().collect();
+    let external_ips: Vec<IpAddr> = port
+        .external_ips
+        .iter()
+        .chain(&port.load_balancer_ips)
+        .filter(in_family)
+        .copied()
+        .collect();
+    let family_of_service = !cluster_ips.is_empty() || !external_ips.is_empty();
+    if !family_of_service {
+        return;
+    }
+    let id = port_id(port);
+    let proto = Value::Proto(port.name.protocol.number());
+    let service_port = Value::Port(port.port);
+    let node = config.node_name.as_str();
+    let keep = |endpoints: Vec<&Endpoint>| -> Vec<Endpoint> {
+        endpoints
+            .into_iter()
+            .filter(|endpoint| Fam::of(endpoint.ip) == family)
+            .cloned()
+            .collect()
+    };
+    let internal = keep(port.usable_endpoints(port.internal_local.then_some(node)));
+    let external = keep(port.usable_endpoints(port.external_local.then_some(node)));
+    let comment = Some(port.name.to_string());
+
+    for endpoint in port.endpoints.iter().filter(|e| Fam::of(e.ip) == family) {
+        rs.element(
+            HAIRPIN,
+            Element::key(vec![value(endpoint.ip), value(endpoint.ip)]),
+        );
+    }
+
+    // Internal traffic: ClusterIPs.
+    let svc_chain = format!("svc-{id}");
+    if !internal.is_empty() {
+        rs.chain(Chain::regular(&svc_chain));
+        for cidr in &config.cluster_cidrs {
+            if let Some(mut exprs) = fam.saddr_not_in(*cidr, Reg::R0) {
+                exprs.push(Expr::jump(MARK_FOR_MASQUERADE));
+                rs.rule(
+                    &svc_chain,
+                    exprs,
+                    Some("from outside the cluster CIDR".into()),
+                );
+            }
+        }
+        balance(
+            rs,
+            fam,
+            &svc_chain,
+            &format!("eps-{id}"),
+            &internal,
+            port.affinity_timeout,
+            &comment,
+        );
+    }
+    for ip in &cluster_ips {
+        rs.element(CLUSTER_IPS, Element::key(vec![value(*ip)]));
+        let key = vec![value(*ip), proto, service_port];
+        if internal.is_empty() {
+            rs.element(
+                NO_ENDPOINT_SERVICES,
+                Element::verdict(key, Verdict::Goto(REJECT_CHAIN.into())),
+            );
+        } else {
+            rs.element(
+                SERVICE_IPS,
+                Element::verdict(key, Verdict::Goto(svc_chain.clone())),
+            );
+        }
+    }
+
+    // External traffic: NodePort, external IPs, load-balancer IPs.
+    if !port.has_external() {
+        return;
+    }
+    let ext_chain = format!("ext-{id}");
+    let no_external = if port.external_local {
+        // Let the load balancer's health check move traffic elsewhere.
+        Verdict::Drop
+    } else {
+        Verdict::Goto(REJECT_CHAIN.into())
+    };
+    if !external.is_empty() {
+        rs.chain(Chain::regular(&ext_chain));
+        if !port.external_local {
+            rs.rule(
+                &ext_chain,
+                vec![Expr::jump(MARK_FOR_MASQUERADE)],
+                Some("external traffic, cluster policy".into()),
+            );
+        }
+        if external == internal && !internal.is_empty() {
+            rs.rule(&ext_chain, vec![Expr::goto(svc_chain.clone())], None);
+        } else {
+            balance(
+                rs,
+                fam,
+                &ext_chain,
+                &format!("eps-{id}-ext"),
+                &external,
+                port.affinity_timeout,
+                &comment,
+            );
+        }
+    }
+    let external_verdict = if external.is_empty() {
+        None
+    } else {
+        Some(Verdict::Goto(ext_chain.clone()))
+    };
+    for ip in &external_ips {
+        let key = vec![value(*ip), proto, service_port];
+        match &external_verdict {
+            Some(verdict) => {
+                rs.element(SERVICE_IPS, Element::verdict(key.clone(), verdict.clone()))
+            }
+            None => rs.element(
+                NO_ENDPOINT_SERVICES,
+                Element::verdict(key.clone(), no_external.clone()),
+            ),
+        }
+    }
+    if let Some(node_port) = port.node_port {
+        let key = vec![proto, Value::Port(node_port)];
+        match &external_verdict {
+            Some(verdict) => rs.element(SERVICE_NODEPORTS, Element::verdict(key, verdict.clone())),
+            None => rs.element(
+                NO_ENDPOINT_NODEPORTS,
+                Element::verdict(key, no_external.clone()),
+            ),
+        }
+    }
+    firewall(
+        rs,
+        fam,
+        port,
+        &id,
+        &port.load_balancer_ips,
+        proto,
+        service_port,
+    );
+}
+
+/// `loadBalancerSourceRanges`: traffic to a load-balancer IP from outside
+/// the ranges is dropped before DNAT.
+#[allow(clippy::too_many_arguments)]
+fn firewall(
+    rs: &mut Ruleset,
+    fam: Fam,
+    port: &ServicePort,
+    id: &str,
+    lb_ips: &[IpAddr],
+    proto: Value,
+    service_port: Value,
+) {
+    let ranges: Vec<IpNet> = port
+        .source_ranges
+        .iter()
+        .filter(|net| Fam::of(net.addr()) == fam.0)
+        .copied()
+        .collect();
+    let lb_ips: Vec<&IpAddr> = lb_ips.iter().filter(|ip| Fam::of(**ip) == fam.0).collect();
+    if port.source_ranges.is_empty() || lb_ips.is_empty() {
+        return;
+    }
+    let chain = format!("fw-{id}");
+    rs.chain(Chain::regular(&chain));
+    for range in ranges {
+        if let Some(mut exprs) = fam.saddr_in(range, Reg::R0) {
+            exprs.push(Expr::ret());
+            rs.rule(&chain, exprs, None);
+        }
+    }
+    rs.rule(
+        &chain,
+        vec![Expr::drop()],
+        Some("not in loadBalancerSourceRanges".into()),
+    );
+    for ip in lb_ips {
+        rs.element(
+            FIREWALL_IPS,
+            Element::verdict(
+                vec![value(*ip), proto, service_port],
+                Verdict::Jump(chain.clone()),
+            ),
+        );
+    }
+}
+
+/// Appends to `chain` the rules that pick one of `endpoints` at random and
+/// DNAT to it; `map` names the objects it needs.
+fn balance(
+    rs: &mut Ruleset,
+    fam: Fam,
+    chain: &str,
+    map: &str,
+    endpoints: &[Endpoint],
+    affinity: Option<u32>,
+    comment: &Option<String>,
+) {
+    let count = u32::try_from(endpoints.len()).unwrap_or(u32::MAX);
+    let pick = Expr::Numgen {
+        dreg: Reg::R0,
+        modulus: count,
+        kind: NumgenKind::Random,
+        offset: 0,
+    };
+    match affinity {
+        None => {
+            rs.set(Set::map(
+                map,
+                vec![KeyType::Integer],
+                vec![fam.addr_type(), KeyType::InetService],
+            ));
+            for (index, endpoint) in endpoints.iter().enumerate() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                rs.element(
+                    map,
+                    Element::value(
+                        vec![Value::Integer(index)],
+                        vec![value(endpoint.ip), Value::Port(endpoint.port)],
+                    ),
+                );
+            }
+            let addr = Reg::R1;
+            let port = addr.offset(fam.addr_regs());
+            rs.rule(
+                chain,
+                vec![pick, Expr::map(map, Reg::R0, addr), fam.dnat(addr, port)],
+                comment.clone(),
+            );
+        }
+        Some(timeout) => {
+            let vmap = format!("{map}-pick");
+            rs.set(Set::verdict_map(&vmap, vec![KeyType::Integer]));
+            for (index, endpoint) in endpoints.iter().enumerate() {
+                let endpoint_chain = format!("{map}-{}-{}", endpoint.ip, endpoint.port);
+                let clients = format!("{endpoint_chain}-clients");
+                rs.set(
+                    Set::new(&clients, vec![fam.addr_type()])
+                        .with_timeout(Duration::from_secs(u64::from(timeout)))
+                        .dynamic(),
+                );
+                rs.chain(Chain::regular(&endpoint_chain));
+                let addr_data = match endpoint.ip {
+                    IpAddr::V4(ip) => ip.octets().to_vec(),
+                    IpAddr::V6(ip) => ip.octets().to_vec(),
+                };
+                let port_reg = Reg::R1.offset(fam.addr_regs());
+                rs.rule(
+                    &endpoint_chain,
+                    vec![
+                        fam.saddr(Reg::R0),
+                        Expr::Dynset {
+                            set: clients.clone(),
+                            op: weft_nft::expr::DynsetOp::Update,
+                            sreg_key: Reg::R0,
+                            timeout: None,
+                        },
+                        Expr::Immediate {
+                            dreg: Reg::R1,
+                            data: addr_data,
+                        },
+                        Expr::Immediate {
+                            dreg: port_reg,
+                            data: endpoint.port.to_be_bytes().to_vec(),
+                        },
+                        fam.dnat(Reg::R1, port_reg),
+                    ],
+                    comment.clone(),
+                );
+                rs.rule(
+                    chain,
+                    vec![
+                        fam.saddr(Reg::R0),
+                        Expr::in_set(&clients, Reg::R0),
+                        Expr::goto(&endpoint_chain),
+                    ],
+                    Some("session affinity".into()),
+                );
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                rs.element(
+                    &vmap,
+                    Element::verdict(vec![Value::Integer(index)], Verdict::Goto(endpoint_chain)),
+                );
+            }
+            rs.rule(
+                chain,
+                vec![pick, Expr::vmap(&vmap, Reg::R0)],
+                comment.clone(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

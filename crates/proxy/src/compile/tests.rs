@@ -1,0 +1,306 @@
+use std::net::IpAddr;
+
+use weft_nft::expr::Expr;
+use weft_nft::{ElementData, Family, Value, Verdict};
+
+use super::*;
+use crate::service::{Endpoint, PortName, Protocol, ServicePort};
+
+fn ep(ip: &str, port: u16, node: &str) -> Endpoint {
+    Endpoint {
+        ip: ip.parse().unwrap(),
+        port,
+        node: Some(node.to_owned()),
+        ready: true,
+        serving: true,
+        terminating: false,
+    }
+}
+
+fn web(endpoints: Vec<Endpoint>) -> ServicePort {
+    ServicePort {
+        name: PortName {
+            namespace: "default".into(),
+            name: "web".into(),
+            port: "http".into(),
+            protocol: Protocol::Tcp,
+        },
+        port: 80,
+        cluster_ips: vec!["10.96.0.20".parse().unwrap()],
+        node_port: None,
+        external_ips: vec![],
+        load_balancer_ips: vec![],
+        source_ranges: vec![],
+        affinity_timeout: None,
+        external_local: false,
+        internal_local: false,
+        health_check_node_port: None,
+        endpoints,
+    }
+}
+
+fn config() -> ProxyConfig {
+    ProxyConfig {
+        node_name: "node-1".into(),
+        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+    }
+}
+
+fn verdict_of(rs: &Ruleset, set: &str, key: &[Value]) -> Option<Verdict> {
+    rs.elements[set]
+        .iter()
+        .find(|element| element.key == key)
+        .and_then(|element| match &element.data {
+            Some(ElementData::Verdict(verdict)) => Some(verdict.clone()),
+            _ => None,
+        })
+}
+
+fn ip(text: &str) -> Value {
+    match text.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(ip) => Value::Ipv4(ip),
+        IpAddr::V6(ip) => Value::Ipv6(ip),
+    }
+}
+
+const SVC: &str = "svc-default/web/tcp/http";
+const EXT: &str = "ext-default/web/tcp/http";
+const EPS: &str = "eps-default/web/tcp/http";
+
+#[test]
+fn cluster_ip_dispatches_by_one_map_lookup_to_a_chain_balancing_over_a_map() {
+    let rs = compile(
+        Family::Ip,
+        &[web(vec![
+            ep("10.244.1.5", 8080, "node-1"),
+            ep("10.244.2.5", 8080, "node-2"),
+        ])],
+        &config(),
+    );
+    assert_eq!(rs.table.to_string(), "table ip weft");
+    assert_eq!(
+        verdict_of(
+            &rs,
+            "service-ips",
+            &[ip("10.96.0.20"), Value::TCP, Value::Port(80)]
+        ),
+        Some(Verdict::Goto(SVC.into()))
+    );
+    let endpoints: Vec<(Vec<Value>, Option<ElementData>)> = rs.elements[EPS]
+        .iter()
+        .map(|element| (element.key.clone(), element.data.clone()))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            (
+                vec![Value::Integer(0)],
+                Some(ElementData::Value(vec![
+                    ip("10.244.1.5"),
+                    Value::Port(8080)
+                ]))
+            ),
+            (
+                vec![Value::Integer(1)],
+                Some(ElementData::Value(vec![
+                    ip("10.244.2.5"),
+                    Value::Port(8080)
+                ]))
+            ),
+        ]
+    );
+    let rules = &rs.rules[SVC];
+    assert_eq!(rules.len(), 2, "masquerade check + balancer");
+    assert!(rules[0].exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE)));
+    assert!(
+        rules[1]
+            .exprs
+            .iter()
+            .any(|e| matches!(e, Expr::Numgen { modulus: 2, .. }))
+    );
+    assert!(rules[1].exprs.iter().any(|e| matches!(e, Expr::Nat { .. })));
+    assert!(
+        rs.elements["cluster-ips"]
+            .iter()
+            .any(|e| e.key == [ip("10.96.0.20")])
+    );
+    assert_eq!(rs.elements["hairpin"].len(), 2);
+    assert!(rs.elements["no-endpoint-services"].is_empty());
+}
+
+#[test]
+fn a_service_without_endpoints_is_rejected_not_dispatched() {
+    let rs = compile(Family::Ip, &[web(vec![])], &config());
+    assert_eq!(
+        verdict_of(
+            &rs,
+            "no-endpoint-services",
+            &[ip("10.96.0.20"), Value::TCP, Value::Port(80)]
+        ),
+        Some(Verdict::Goto(REJECT_CHAIN.into()))
+    );
+    assert!(rs.elements["service-ips"].is_empty());
+    assert!(!rs.chains.contains_key(SVC));
+}
+
+#[test]
+fn nodeport_with_cluster_policy_masquerades_then_joins_the_service_chain() {
+    let mut port = web(vec![ep("10.244.2.5", 8080, "node-2")]);
+    port.node_port = Some(30080);
+    port.external_ips = vec!["192.168.1.200".parse().unwrap()];
+    let rs = compile(Family::Ip, &[port], &config());
+    assert_eq!(
+        verdict_of(&rs, "service-nodeports", &[Value::TCP, Value::Port(30080)]),
+        Some(Verdict::Goto(EXT.into()))
+    );
+    assert_eq!(
+        verdict_of(
+            &rs,
+            "service-ips",
+            &[ip("192.168.1.200"), Value::TCP, Value::Port(80)]
+        ),
+        Some(Verdict::Goto(EXT.into()))
+    );
+    let rules = &rs.rules[EXT];
+    assert_eq!(rules[0].exprs, vec![Expr::jump(MARK_FOR_MASQUERADE)]);
+    assert_eq!(rules[1].exprs, vec![Expr::goto(SVC)]);
+}
+
+#[test]
+fn local_external_policy_uses_only_local_endpoints_and_keeps_the_source() {
+    let mut port = web(vec![
+        ep("10.244.1.5", 8080, "node-1"),
+        ep("10.244.2.5", 8080, "node-2"),
+    ]);
+    port.node_port = Some(30080);
+    port.external_local = true;
+    let rs = compile(Family::Ip, &[port.clone()], &config());
+    let rules = &rs.rules[EXT];
+    assert!(
+        !rules
+            .iter()
+            .any(|rule| rule.exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE))),
+        "Local policy must not masquerade"
+    );
+    let local: Vec<&Vec<Value>> = rs.elements[&format!("{EPS}-ext")]
+        .iter()
+        .filter_map(|element| match &element.data {
+            Some(ElementData::Value(values)) => Some(values),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(local, [&vec![ip("10.244.1.5"), Value::Port(8080)]]);
+
+    // On a node without local endpoints, external traffic is dropped.
+    let other = ProxyConfig {
+        node_name: "node-3".into(),
+        ..config()
+    };
+    let rs = compile(Family::Ip, &[port], &other);
+    assert_eq!(
+        verdict_of(
+            &rs,
+            "no-endpoint-nodeports",
+            &[Value::TCP, Value::Port(30080)]
+        ),
+        Some(Verdict::Drop)
+    );
+    assert_eq!(
+        verdict_of(
+            &rs,
+            "service-ips",
+            &[ip("10.96.0.20"), Value::TCP, Value::Port(80)]
+        ),
+        Some(Verdict::Goto(SVC.into())),
+        "internal traffic still reaches every endpoint"
+    );
+}
+
+#[test]
+fn local_internal_policy_without_local_endpoints_rejects_cluster_ip_traffic() {
+    let mut port = web(vec![ep("10.244.2.5", 8080, "node-2")]);
+    port.internal_local = true;
+    let rs = compile(Family::Ip, &[port], &config());
+    assert_eq!(
+        verdict_of(
+            &rs,
+            "no-endpoint-services",
+            &[ip("10.96.0.20"), Value::TCP, Value::Port(80)]
+        ),
+        Some(Verdict::Goto(REJECT_CHAIN.into()))
+    );
+}
+
+#[test]
+fn session_affinity_uses_a_timed_client_set_and_chain_per_endpoint() {
+    let mut port = web(vec![
+        ep("10.244.1.5", 8080, "node-1"),
+        ep("10.244.2.5", 8080, "node-2"),
+    ]);
+    port.affinity_timeout = Some(60);
+    let rs = compile(Family::Ip, &[port], &config());
+    let clients = format!("{EPS}-10.244.1.5-8080-clients");
+    assert_eq!(rs.sets[&clients].timeout, Some(Duration::from_secs(60)));
+    assert!(rs.sets[&clients].dynamic);
+    assert!(rs.chains.contains_key(&format!("{EPS}-10.244.1.5-8080")));
+    assert_eq!(
+        verdict_of(&rs, &format!("{EPS}-pick"), &[Value::Integer(1)]),
+        Some(Verdict::Goto(format!("{EPS}-10.244.2.5-8080")))
+    );
+    // masquerade check, two affinity lookups, then the random pick
+    assert_eq!(rs.rules[SVC].len(), 4);
+}
+
+#[test]
+fn each_family_gets_only_its_own_frontends_and_endpoints() {
+    let mut port = web(vec![
+        ep("10.244.1.5", 8080, "node-1"),
+        ep("fd00:10:244:1::5", 8080, "node-1"),
+    ]);
+    port.cluster_ips.push("fd00:10:96::20".parse().unwrap());
+    let v6 = compile(Family::Ip6, std::slice::from_ref(&port), &config());
+    assert_eq!(v6.table.to_string(), "table ip6 weft");
+    assert_eq!(
+        verdict_of(
+            &v6,
+            "service-ips",
+            &[ip("fd00:10:96::20"), Value::TCP, Value::Port(80)]
+        ),
+        Some(Verdict::Goto(SVC.into()))
+    );
+    assert_eq!(v6.elements[EPS].len(), 1);
+    let v4 = compile(Family::Ip, &[port], &config());
+    assert_eq!(v4.elements[EPS].len(), 1);
+    assert_eq!(v4.elements["service-ips"].len(), 1);
+}
+
+#[test]
+fn load_balancer_source_ranges_drop_other_sources_before_dnat() {
+    let mut port = web(vec![ep("10.244.1.5", 8080, "node-1")]);
+    port.load_balancer_ips = vec!["192.168.1.250".parse().unwrap()];
+    port.source_ranges = vec!["192.168.1.0/28".parse().unwrap()];
+    let rs = compile(Family::Ip, &[port], &config());
+    let chain = "fw-default/web/tcp/http";
+    assert_eq!(
+        verdict_of(
+            &rs,
+            "firewall-ips",
+            &[ip("192.168.1.250"), Value::TCP, Value::Port(80)]
+        ),
+        Some(Verdict::Jump(chain.into()))
+    );
+    let rules = &rs.rules[chain];
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].exprs.last(), Some(&Expr::ret()));
+    assert_eq!(rules[1].exprs, vec![Expr::drop()]);
+}
+
+#[test]
+fn the_skeleton_is_the_same_with_or_without_services() {
+    let empty = compile(Family::Ip, &[], &config());
+    assert!(empty.chains.contains_key("nat-prerouting"));
+    assert!(empty.chains.contains_key("filter-output"));
+    assert_eq!(empty.element_count(), 0);
+    let one = compile(Family::Ip, &[web(vec![])], &config());
+    assert_eq!(one.rules["services"], empty.rules["services"]);
+}
