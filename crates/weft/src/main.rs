@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cni_install;
 mod demo;
 
 use std::process::ExitCode;
@@ -26,6 +27,17 @@ enum Command {
     /// Run the lab's workload server (like agnhost): HTTP /hostname,
     /// /clientip, /echo?msg=, /healthz, and TCP/UDP echo ports.
     Serve(weft_serve::ServeArgs),
+    /// CNI plugins: installing them. (The plugins themselves run when this
+    /// binary is exec'ed as bridge, host-local, loopback or portmap, with or
+    /// without a weft- prefix.)
+    #[command(subcommand)]
+    Cni(CniCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CniCommand {
+    /// Copy weft into a CNI bin directory and link the plugin names to it.
+    Install(cni_install::InstallArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +54,12 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
+    // Exec'ed as a CNI plugin: stdout carries only the plugin's JSON, so this
+    // runs before logging and argument parsing.
+    if let Some(plugin) = plugin_name_of_argv0() {
+        let code = weft_cni::main_for(&plugin);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
@@ -57,6 +75,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The plugin this process was exec'ed as, from the base name of argv[0].
+fn plugin_name_of_argv0() -> Option<String> {
+    let argv0 = std::env::args_os().next()?;
+    let name = std::path::Path::new(&argv0)
+        .file_name()?
+        .to_str()?
+        .to_owned();
+    let plain = name.strip_prefix("weft-").unwrap_or(&name);
+    weft_cni::PLUGIN_NAMES.contains(&plain).then_some(name)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -78,5 +107,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => Ok(weft_serve::run(&args)?),
+        Command::Cni(CniCommand::Install(args)) => {
+            cni_install::install(&args, &mut std::io::stdout().lock())
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! Running CNI plugin executables the way a container runtime does: a
-//! directory of plugin names symlinked to the test plugin binary, the
-//! `CNI_*` environment, the configuration on stdin, the JSON on stdout.
+//! Running CNI plugin executables the way a container runtime does: a bin
+//! directory filled by `weft cni install`, the `CNI_*` environment, the
+//! configuration on stdin, the JSON on stdout.
 
 #![allow(dead_code)]
 
@@ -23,11 +23,16 @@ pub struct PluginDir {
 impl PluginDir {
     pub fn new() -> PluginDir {
         let dir = tempfile::tempdir().unwrap();
-        let binary = Path::new(env!("CARGO_BIN_EXE_cni-plugin"));
-        for name in ["bridge", "host-local", "loopback", "portmap"] {
-            std::os::unix::fs::symlink(binary, dir.path().join(name)).unwrap();
-            std::os::unix::fs::symlink(binary, dir.path().join(format!("weft-{name}"))).unwrap();
-        }
+        let installed = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["cni", "install", "--bin-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            installed.status.success(),
+            "weft cni install: {}",
+            String::from_utf8_lossy(&installed.stderr)
+        );
         PluginDir { dir }
     }
 

@@ -6,7 +6,7 @@
 // Test code: a panic is how a failure is reported.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/runner.rs"]
+#[path = "support/cni_runner.rs"]
 mod support;
 
 use std::path::Path;
