@@ -1,0 +1,765 @@
+//! The embedded store: the lab's cluster state as a directory of objects,
+//! written with kubectl's apply conventions and read back into a
+//! [`Cluster`] by any number of processes.
+//!
+//! # Layout
+//! ```text
+//! <dir>/generation                          store-wide counter, bumped once per commit
+//! <dir>/.lock                               flock(2): exclusive for writers, shared for readers
+//! <dir>/.tmp/                               files being written, renamed into place
+//! <dir>/<kind-plural>/<namespace>/<name>.yaml   namespaced objects (pods, services, …)
+//! <dir>/<kind-plural>/<name>.yaml               cluster-scoped objects (nodes, namespaces, ingressclasses)
+//! ```
+//! Each object file is the object's YAML, exactly as `get -o yaml` prints it.
+//!
+//! # Guarantees
+//! - A write (apply, delete, modify) validates everything first and changes
+//!   nothing if anything is invalid; then, under the exclusive lock, it runs
+//!   the control plane ([`controlplane::reconcile`]), writes each changed
+//!   object to a temporary file and renames it into place, and writes the
+//!   new `generation` last.
+//! - A reader holding the shared lock sees one whole commit, never part of
+//!   one; a reader without it still never sees half a file.
+//! - `resourceVersion` is the generation of the commit that last changed the
+//!   object; `uid` and `creationTimestamp` are set once.
+//!
+//! # Caveats
+//! Objects change only through a [`Store`]: a file edited by hand is seen by
+//! a running handle once another write commits. Files are not fsync'ed: after a machine crash the lab is rebuilt, not
+//! recovered. Readers poll the `generation` file (see [`Store::watch`])
+//! rather than using inotify: one small read per interval, exactly one
+//! reload per commit however many files it touched, no watches to add as
+//! namespaces appear, and nothing lost while a reader is busy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::controlplane::{self, AllocError, ClusterConfig};
+use crate::index::Cluster;
+use crate::manifest::{self, Document, Invalid, Manifest};
+use crate::model::{Kind, Object, ObjectKey};
+
+mod validate;
+
+/// How often [`Store::watch`] looks at the generation file.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What a write did to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    Deleted,
+    /// A delete named an object that does not exist.
+    NotFound,
+}
+
+/// One object a write was asked about, and what happened to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub key: ObjectKey,
+    pub action: Action,
+}
+
+/// An error of the embedded store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file of the store could not be read or written.
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A file of the store does not hold the object its path names.
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    /// Manifests could not be read.
+    #[error(transparent)]
+    Read(#[from] manifest::ReadError),
+    /// Documents failed validation; nothing was written.
+    #[error("{}", Invalids(.0))]
+    Invalid(Vec<Invalid>),
+    /// The control plane ran out of addresses or ports; nothing was written.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// [`Store::modify`] named an object that does not exist.
+    #[error("{0} not found")]
+    NotFound(ObjectKey),
+}
+
+struct Invalids<'a>(&'a [Invalid]);
+
+impl std::fmt::Display for Invalids<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+type Objects = BTreeMap<ObjectKey, Object>;
+
+/// Identifies one commit's `generation` file: its number, and the inode and
+/// mtime of the file (renamed into place anew by every commit), so a store
+/// deleted and recreated is not mistaken for the one cached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    generation: u64,
+    inode: u64,
+    mtime_ns: i128,
+}
+
+/// A handle on a store directory. Cheap to clone; any number of handles, in
+/// any number of processes, may use the same directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+    config: ClusterConfig,
+    /// The objects of the last commit this handle (or a clone) read or
+    /// wrote: a write, or a reload, reads no file unless another writer
+    /// committed since.
+    cache: Arc<Mutex<Option<(Stamp, Objects)>>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, with Kubernetes'
+    /// default address plan.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(dir.join(".tmp")).map_err(|source| StoreError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Store {
+            dir,
+            config: ClusterConfig::default(),
+            cache: Arc::default(),
+        })
+    }
+
+    /// Uses another address plan for allocation and validation.
+    pub fn with_config(mut self, config: ClusterConfig) -> Store {
+        self.config = config;
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+        move |source| StoreError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn lock(&self, how: FlockArg) -> Result<Flock<File>, StoreError> {
+        let path = self.dir.join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Self::io("open", &path))?;
+        Flock::lock(file, how).map_err(|(_, errno)| StoreError::Io {
+            action: "lock",
+            path,
+            source: io::Error::from(errno),
+        })
+    }
+
+    /// The file that holds the object with this key.
+    pub fn path_of(&self, key: &ObjectKey) -> PathBuf {
+        let mut path = self.dir.join(key.kind.plural());
+        if key.kind.namespaced() {
+            path.push(&key.namespace);
+        }
+        path.push(format!("{}.yaml", key.name));
+        path
+    }
+
+    /// The generation of the last commit (0 for a new store).
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        let path = self.dir.join("generation");
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| StoreError::Corrupt {
+                path,
+                reason: format!("{:?} is not a generation number", text.trim()),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(source) => Err(StoreError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn read_object(&self, path: &Path, kind: Kind) -> Result<Object, StoreError> {
+        let text = fs::read_to_string(path).map_err(Self::io("read", path))?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| corrupt(format!("not valid YAML: {e}")))?;
+        let obj = Object::from_json(kind, value)
+            .map_err(|e| corrupt(format!("not a {kind}: {}: {}", e.path(), e.inner())))?;
+        if self.path_of(&obj.key()) != path {
+            return Err(corrupt(format!(
+                "holds {}, which belongs elsewhere",
+                obj.key()
+            )));
+        }
+        Ok(obj)
+    }
+
+    fn files_in(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "list",
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
+        };
+        let mut out: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn stamp(&self) -> Result<Option<Stamp>, StoreError> {
+        let path = self.dir.join("generation");
+        let meta = match fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "read",
+                    path,
+                    source,
+                });
+            }
+        };
+        Ok(Some(Stamp {
+            generation: self.generation()?,
+            inode: meta.ino(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }))
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<(Stamp, Objects)>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every object of the store; the caller holds the lock.
+    fn load_unlocked(&self) -> Result<Objects, StoreError> {
+        let stamp = self.stamp()?;
+        if let (Some(stamp), Some((cached, objects))) = (&stamp, self.cached().as_ref()) {
+            if stamp == cached {
+                return Ok(objects.clone());
+            }
+        }
+        let objects = self.read_all()?;
+        if let Some(stamp) = stamp {
+            *self.cached() = Some((stamp, objects.clone()));
+        }
+        Ok(objects)
+    }
+
+    fn read_all(&self) -> Result<Objects, StoreError> {
+        let mut objects = Objects::new();
+        for kind in Kind::ALL {
+            let top = self.dir.join(kind.plural());
+            let files = if kind.namespaced() {
+                let mut files = Vec::new();
+                for ns in Self::files_in(&top)?.into_iter().filter(|p| p.is_dir()) {
+                    files.extend(Self::files_in(&ns)?);
+                }
+                files
+            } else {
+                Self::files_in(&top)?
+            };
+            for file in files
+                .into_iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+            {
+                let obj = self.read_object(&file, kind)?;
+                objects.insert(obj.key(), obj);
+            }
+        }
+        Ok(objects)
+    }
+
+    /// Every object of one committed state.
+    pub fn load(&self) -> Result<Vec<Object>, StoreError> {
+        let _lock = self.lock(FlockArg::LockShared)?;
+        Ok(self.load_unlocked()?.into_values().collect())
+    }
+
+    /// One object, if it exists.
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
+        let path = self.path_of(key);
+        let _lock = self.lock(FlockArg::LockShared)?;
+        if !path.exists() {
+            return Ok(None);
+        }
+        self.read_object(&path, key.kind).map(Some)
+    }
+
+    /// The objects of a kind, in one namespace or (`None`) all of them,
+    /// ordered by namespace and name.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<Object>, StoreError> {
+        Ok(self
+            .load()?
+            .into_iter()
+            .filter(|o| o.kind() == kind)
+            .filter(|o| !kind.namespaced() || namespace.is_none_or(|ns| o.key().namespace == ns))
+            .collect())
+    }
+
+    /// Applies manifests as `kubectl apply` does: every document of every
+    /// manifest is validated first, and if any is invalid nothing is written
+    /// and the error lists every problem. Returns what happened to each
+    /// document's object, in order.
+    pub fn apply(&self, manifests: &[Manifest]) -> Result<Vec<Change>, StoreError> {
+        let mut docs = Vec::new();
+        let mut invalid = Vec::new();
+        for m in manifests {
+            let (d, e) = manifest::parse(m);
+            docs.extend(d);
+            invalid.extend(e);
+        }
+        if !invalid.is_empty() {
+            return Err(StoreError::Invalid(invalid));
+        }
+        self.apply_documents(docs)
+    }
+
+    /// Applies objects built in code (the lab's Nodes, a Pod's new status),
+    /// with the same validation and control plane as manifests; errors name
+    /// the file `(api)`.
+    pub fn apply_objects(&self, objects: Vec<Object>) -> Result<Vec<Change>, StoreError> {
+        let docs = objects
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut object)| {
+                if object.kind().namespaced()
+                    && object.meta().namespace.as_deref().is_none_or(str::is_empty)
+                {
+                    object.meta_mut().namespace = Some("default".to_owned());
+                }
+                Document {
+                    file: "(api)".to_owned(),
+                    index: i + 1,
+                    object,
+                }
+            })
+            .collect();
+        self.apply_documents(docs)
+    }
+
+    fn apply_documents(&self, docs: Vec<Document>) -> Result<Vec<Change>, StoreError> {
+        let _lock = self.lock(FlockArg::LockExclusive)?;
+        let current = self.load_unlocked()?;
+        let invalid = validate::check_documents(&docs, &current, &self.config);
+        if !invalid.is_empty() {
+            return Err(StoreError::Invalid(invalid));
+        }
+        let mut next = current.clone();
+        let mut keys = Vec::new();
+        for doc in docs {
+            let mut obj = doc.object;
+            let key = obj.key();
+            match current.get(&key) {
+                Some(old) => carry_over(&mut obj, old),
+                None => stamp_new(&mut obj),
+            }
+            next.insert(key.clone(), obj);
+            keys.push(key);
+        }
+        let changed = self.commit(&current, next)?;
+        Ok(keys
+            .into_iter()
+            .map(|key| {
+                let action = if !current.contains_key(&key) {
+                    Action::Created
+                } else if changed.contains(&key) {
+                    Action::Configured
+                } else {
+                    Action::Unchanged
+                };
+                Change { key, action }
+            })
+            .collect())
+    }
+
+    /// Deletes objects (a Namespace takes its objects with it); keys that do
+    /// not exist come back as [`Action::NotFound`].
+    pub fn delete(&self, keys: &[ObjectKey]) -> Result<Vec<Change>, StoreError> {
+        let _lock = self.lock(FlockArg::LockExclusive)?;
+        let current = self.load_unlocked()?;
+        let mut next = current.clone();
+        let mut out = Vec::new();
+        for key in keys {
+            let found = next.remove(key).is_some();
+            if key.kind == Kind::Namespace {
+                next.retain(|k, _| !(k.kind.namespaced() && k.namespace == key.name));
+            }
+            out.push(Change {
+                key: key.clone(),
+                action: if found {
+                    Action::Deleted
+                } else {
+                    Action::NotFound
+                },
+            });
+        }
+        self.commit(&current, next)?;
+        Ok(out)
+    }
+
+    /// Deletes the objects that manifests name (only kind, namespace and
+    /// name are read from each document).
+    pub fn delete_manifests(&self, manifests: &[Manifest]) -> Result<Vec<Change>, StoreError> {
+        let mut keys = Vec::new();
+        let mut invalid = Vec::new();
+        for m in manifests {
+            let (d, e) = manifest::parse(m);
+            keys.extend(d.into_iter().map(|d| d.object.key()));
+            invalid.extend(e);
+        }
+        if !invalid.is_empty() {
+            return Err(StoreError::Invalid(invalid));
+        }
+        self.delete(&keys)
+    }
+
+    /// Read-modify-write of one object under the lock, e.g. the lab kubelet
+    /// recording a Pod's IP and readiness. The result is validated and the
+    /// control plane runs as for an apply.
+    pub fn modify(
+        &self,
+        key: &ObjectKey,
+        f: impl FnOnce(&mut Object),
+    ) -> Result<Change, StoreError> {
+        let _lock = self.lock(FlockArg::LockExclusive)?;
+        let current = self.load_unlocked()?;
+        let mut obj = current
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        f(&mut obj);
+        let doc = Document {
+            file: "(api)".to_owned(),
+            index: 1,
+            object: obj.clone(),
+        };
+        let invalid = validate::check_documents(std::slice::from_ref(&doc), &current, &self.config);
+        if !invalid.is_empty() {
+            return Err(StoreError::Invalid(invalid));
+        }
+        let mut next = current.clone();
+        next.remove(key);
+        let new_key = obj.key();
+        next.insert(new_key.clone(), obj);
+        let changed = self.commit(&current, next)?;
+        let action = if changed.contains(&new_key) {
+            Action::Configured
+        } else {
+            Action::Unchanged
+        };
+        Ok(Change {
+            key: new_key,
+            action,
+        })
+    }
+
+    /// Runs the control plane on `next` and writes what differs from
+    /// `current`; the caller holds the exclusive lock.
+    fn commit(
+        &self,
+        current: &Objects,
+        mut next: Objects,
+    ) -> Result<BTreeSet<ObjectKey>, StoreError> {
+        controlplane::reconcile(&mut next, &self.config)?;
+        let generation = self.generation()? + 1;
+        let mut changed = BTreeSet::new();
+        for (key, obj) in next.iter_mut() {
+            let old = current.get(key);
+            if let Some(old) = old {
+                let (old_meta, meta) = (old.meta(), obj.meta_mut());
+                meta.uid.clone_from(&old_meta.uid);
+                meta.creation_timestamp
+                    .clone_from(&old_meta.creation_timestamp);
+                meta.resource_version.clone_from(&old_meta.resource_version);
+            }
+            if old == Some(&*obj) {
+                continue;
+            }
+            if old.is_none() {
+                stamp_new(obj);
+            }
+            obj.meta_mut().resource_version = Some(generation.to_string());
+            let yaml = serde_yaml_ng::to_string(obj).map_err(|e| StoreError::Corrupt {
+                path: self.path_of(key),
+                reason: format!("cannot serialize: {e}"),
+            })?;
+            self.write_atomic(&self.path_of(key), yaml.as_bytes())?;
+            changed.insert(key.clone());
+        }
+        for key in current.keys().filter(|k| !next.contains_key(k)) {
+            let path = self.path_of(key);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        action: "remove",
+                        path,
+                        source,
+                    });
+                }
+            }
+            if key.kind.namespaced() {
+                // Only succeeds once the namespace folder is empty.
+                let _ = path.parent().map(fs::remove_dir);
+            }
+            changed.insert(key.clone());
+        }
+        if !changed.is_empty() {
+            self.write_atomic(
+                &self.dir.join("generation"),
+                format!("{generation}\n").as_bytes(),
+            )?;
+        }
+        Ok(changed)
+    }
+
+    fn write_atomic(&self, path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+        let tmp_dir = self.dir.join(".tmp");
+        fs::create_dir_all(&tmp_dir).map_err(Self::io("create", &tmp_dir))?;
+        let tmp = tmp_dir.join(format!(
+            "{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        fs::write(&tmp, contents).map_err(Self::io("write", &tmp))?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(Self::io("create", parent))?;
+        }
+        fs::rename(&tmp, path).map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            StoreError::Io {
+                action: "rename into",
+                path: path.to_owned(),
+                source,
+            }
+        })
+    }
+
+    /// Loads one committed state into `cluster` (replacing what it held) and
+    /// marks it synced; returns the generation loaded.
+    pub fn load_into(&self, cluster: &Cluster) -> Result<u64, StoreError> {
+        let _lock = self.lock(FlockArg::LockShared)?;
+        let generation = self.generation()?;
+        let objects = self.load_unlocked()?.into_values().collect();
+        cluster.update(|index| index.replace_all(objects));
+        cluster.mark_synced();
+        Ok(generation)
+    }
+
+    /// Loads the store into `cluster` now, then keeps it current from a
+    /// background thread that looks at the generation file every
+    /// `interval` ([`WATCH_INTERVAL`] is a good value) and reloads after each
+    /// commit. A failed reload is logged and retried; the cluster keeps the
+    /// last state it had. Stops when the returned handle is dropped.
+    pub fn watch(&self, cluster: &Cluster, interval: Duration) -> Result<StoreWatcher, StoreError> {
+        let mut seen = self.load_into(cluster)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (store, cluster, stop) = (self.clone(), cluster.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("weft-store-watch".to_owned())
+                .spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(interval);
+                        match store.generation() {
+                            Ok(g) if g == seen => continue,
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(store = %store.dir.display(), error = %e, "cannot read the store generation");
+                                continue;
+                            }
+                        }
+                        match store.load_into(&cluster) {
+                            Ok(g) => seen = g,
+                            Err(e) => tracing::warn!(store = %store.dir.display(), error = %e, "cannot reload the store; keeping the last state"),
+                        }
+                    }
+                })
+                .map_err(Self::io("start a watcher for", &self.dir))?
+        };
+        Ok(StoreWatcher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Keeps a [`Cluster`] current with a store; see [`Store::watch`].
+#[derive(Debug)]
+pub struct StoreWatcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for StoreWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn new_uid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+fn now() -> Time {
+    let now = jiff::Timestamp::now();
+    Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+/// Gives a new object its identity.
+fn stamp_new(obj: &mut Object) {
+    let meta = obj.meta_mut();
+    meta.uid.get_or_insert_with(new_uid);
+    meta.creation_timestamp.get_or_insert_with(now);
+    meta.resource_version = None;
+}
+
+/// A port's protocol, `TCP` when not given.
+fn protocol(p: &Option<String>) -> &str {
+    p.as_deref().unwrap_or("TCP")
+}
+
+/// Keeps what the server owns when an existing object is applied again:
+/// identity, status when the manifest has none, the allocated ClusterIP,
+/// NodePorts and pod CIDR, the node a Pod was scheduled to.
+fn carry_over(obj: &mut Object, old: &Object) {
+    let old_meta = old.meta();
+    let meta = obj.meta_mut();
+    meta.uid.clone_from(&old_meta.uid);
+    meta.creation_timestamp
+        .clone_from(&old_meta.creation_timestamp);
+    meta.resource_version.clone_from(&old_meta.resource_version);
+    match (obj, old) {
+        (Object::Service(new), Object::Service(old)) => {
+            if new.status.is_none() {
+                new.status.clone_from(&old.status);
+            }
+            let (Some(spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) else {
+                return;
+            };
+            let external_name = spec.type_.as_deref() == Some("ExternalName");
+            if !external_name && spec.cluster_ip.as_deref().is_none_or(str::is_empty) {
+                spec.cluster_ip.clone_from(&old_spec.cluster_ip);
+                spec.cluster_ips.clone_from(&old_spec.cluster_ips);
+            }
+            let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+            for port in spec.ports.iter_mut().flatten() {
+                if !node_ports || port.node_port.is_some_and(|p| p != 0) {
+                    continue;
+                }
+                port.node_port = old_spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| {
+                        p.port == port.port && protocol(&p.protocol) == protocol(&port.protocol)
+                    })
+                    .and_then(|p| p.node_port);
+            }
+        }
+        (Object::Node(new), Object::Node(old)) => {
+            if new.status.is_none() {
+                new.status.clone_from(&old.status);
+            }
+            let (Some(spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) else {
+                return;
+            };
+            if spec.pod_cidr.as_deref().is_none_or(str::is_empty) {
+                spec.pod_cidr.clone_from(&old_spec.pod_cidr);
+                spec.pod_cidrs.clone_from(&old_spec.pod_cidrs);
+            }
+        }
+        (Object::Pod(new), Object::Pod(old)) => {
+            if new.status.is_none() {
+                new.status.clone_from(&old.status);
+            }
+            if let (Some(spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) {
+                if spec.node_name.is_none() {
+                    spec.node_name.clone_from(&old_spec.node_name);
+                }
+            }
+        }
+        (Object::Namespace(new), Object::Namespace(old)) if new.status.is_none() => {
+            new.status.clone_from(&old.status);
+        }
+        (Object::Ingress(new), Object::Ingress(old)) if new.status.is_none() => {
+            new.status.clone_from(&old.status);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,487 @@
+//! The embedded store: round trips, layout, server-set fields, concurrent
+//! writers and watching readers.
+
+use std::collections::BTreeSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::PodIP;
+
+use super::*;
+use crate::testing::{mk_node, set_ready};
+
+const APP: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, labels: {app: web}}
+spec: {containers: [{name: main, image: weft/serve}]}
+";
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("open store");
+    (dir, store)
+}
+
+fn manifest(text: &str) -> Manifest {
+    Manifest {
+        origin: "app.yaml".to_owned(),
+        text: text.to_owned(),
+    }
+}
+
+fn key(kind: Kind, ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(kind, ns, name)
+}
+
+fn actions(changes: &[Change]) -> Vec<(String, Action)> {
+    changes
+        .iter()
+        .map(|c| (c.key.to_string(), c.action))
+        .collect()
+}
+
+fn service_of(store: &Store, ns: &str, name: &str) -> crate::model::Service {
+    match store.get(&key(Kind::Service, ns, name)).expect("get") {
+        Some(Object::Service(s)) => s,
+        other => panic!("no service: {other:?}"),
+    }
+}
+
+fn slice_addresses(store: &Store, service: &str) -> Vec<String> {
+    store
+        .list(Kind::EndpointSlice, Some("default"))
+        .expect("list")
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::EndpointSlice(s) => Some(s),
+            _ => None,
+        })
+        .filter(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::model::SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                == Some(service)
+        })
+        .flat_map(|s| s.endpoints.into_iter().flat_map(|e| e.addresses))
+        .collect()
+}
+
+#[test]
+fn apply_creates_objects_in_the_documented_layout_with_server_fields() {
+    let (_d, store) = store();
+    let changes = store.apply(&[manifest(APP)]).expect("apply");
+    assert_eq!(
+        actions(&changes),
+        [
+            ("Service default/web".to_owned(), Action::Created),
+            ("Pod default/web-1".to_owned(), Action::Created)
+        ]
+    );
+    let path = store.dir().join("services/default/web.yaml");
+    let text = fs::read_to_string(&path).expect("service file");
+    assert!(text.contains("clusterIP: 10.96.0.2"), "{text}");
+    assert!(text.contains("nodePort: 30000"), "{text}");
+    assert!(store.dir().join("pods/default/web-1.yaml").is_file());
+    assert!(store.dir().join("namespaces/kube-system.yaml").is_file());
+    assert!(
+        store
+            .dir()
+            .join("endpointslices/default/web-0.yaml")
+            .is_file()
+    );
+
+    let svc = service_of(&store, "default", "web");
+    let meta = &svc.metadata;
+    assert_eq!(meta.uid.as_deref().map(str::len), Some(36));
+    assert_eq!(meta.resource_version.as_deref(), Some("1"));
+    assert!(meta.creation_timestamp.is_some());
+    assert_eq!(store.generation().expect("generation"), 1);
+}
+
+#[test]
+fn applying_the_same_manifest_again_changes_nothing() {
+    let (_d, store) = store();
+    store.apply(&[manifest(APP)]).expect("apply");
+    let before = service_of(&store, "default", "web");
+    let changes = store.apply(&[manifest(APP)]).expect("apply again");
+    assert!(
+        changes.iter().all(|c| c.action == Action::Unchanged),
+        "{changes:?}"
+    );
+    assert_eq!(service_of(&store, "default", "web"), before);
+    assert_eq!(store.generation().expect("generation"), 1);
+}
+
+#[test]
+fn applying_a_changed_manifest_configures_and_keeps_identity_and_allocations() {
+    let (_d, store) = store();
+    store.apply(&[manifest(APP)]).expect("apply");
+    let before = service_of(&store, "default", "web");
+    let changed = APP.replace("targetPort: 8080", "targetPort: 9090");
+    let changes = store.apply(&[manifest(&changed)]).expect("apply changed");
+    assert_eq!(changes[0].action, Action::Configured);
+    assert_eq!(changes[1].action, Action::Unchanged);
+    let after = service_of(&store, "default", "web");
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    assert_eq!(
+        after.metadata.creation_timestamp,
+        before.metadata.creation_timestamp
+    );
+    assert_eq!(after.metadata.resource_version.as_deref(), Some("2"));
+    let spec = after.spec.unwrap_or_default();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.2"));
+    let ports = spec.ports.unwrap_or_default();
+    assert_eq!(ports[0].node_port, Some(30000));
+}
+
+#[test]
+fn get_reads_back_what_apply_wrote() {
+    let (_d, store) = store();
+    store.apply(&[manifest(APP)]).expect("apply");
+    let pod = store
+        .get(&key(Kind::Pod, "default", "web-1"))
+        .expect("get")
+        .expect("pod exists");
+    assert_eq!(
+        pod.meta()
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app"))
+            .map(String::as_str),
+        Some("web")
+    );
+    let names: Vec<String> = store
+        .list(Kind::Namespace, None)
+        .expect("list")
+        .iter()
+        .map(|o| o.key().name)
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+    assert!(
+        store
+            .get(&key(Kind::Pod, "default", "nope"))
+            .expect("get")
+            .is_none()
+    );
+}
+
+#[test]
+fn delete_removes_files_and_the_service_takes_its_slices() {
+    let (_d, store) = store();
+    store.apply(&[manifest(APP)]).expect("apply");
+    let changes = store.delete_manifests(&[manifest(APP)]).expect("delete");
+    assert!(
+        changes.iter().all(|c| c.action == Action::Deleted),
+        "{changes:?}"
+    );
+    assert!(!store.dir().join("services/default/web.yaml").exists());
+    assert!(!store.dir().join("pods/default/web-1.yaml").exists());
+    assert!(
+        store
+            .list(Kind::EndpointSlice, None)
+            .expect("list")
+            .is_empty()
+    );
+    let again = store
+        .delete(&[key(Kind::Pod, "default", "web-1")])
+        .expect("delete again");
+    assert_eq!(again[0].action, Action::NotFound);
+}
+
+#[test]
+fn deleting_a_namespace_deletes_its_objects() {
+    let (_d, store) = store();
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n".to_owned()
+        + &APP
+            .replace("name: web}", "name: web, namespace: shop}")
+            .replace("name: web-1,", "name: web-1, namespace: shop,");
+    store.apply(&[manifest(&text)]).expect("apply");
+    assert!(
+        store
+            .get(&key(Kind::Pod, "shop", "web-1"))
+            .expect("get")
+            .is_some()
+    );
+    store
+        .delete(&[key(Kind::Namespace, "", "shop")])
+        .expect("delete");
+    assert!(
+        store
+            .load()
+            .expect("load")
+            .iter()
+            .all(|o| o.key().namespace != "shop")
+    );
+    assert!(!store.dir().join("pods/shop").exists());
+}
+
+#[test]
+fn a_pod_marked_ready_with_an_ip_becomes_an_endpoint() {
+    let (_d, store) = store();
+    store.apply(&[manifest(APP)]).expect("apply");
+    assert!(slice_addresses(&store, "web").is_empty());
+    let pod = key(Kind::Pod, "default", "web-1");
+    store
+        .modify(&pod, |obj| {
+            if let Object::Pod(p) = obj {
+                let status = p.status.get_or_insert_with(Default::default);
+                status.phase = Some("Running".to_owned());
+                status.pod_ip = Some("10.244.0.5".to_owned());
+                status.pod_ips = Some(vec![PodIP {
+                    ip: "10.244.0.5".to_owned(),
+                }]);
+                set_ready(p, true);
+            }
+        })
+        .expect("modify");
+    assert_eq!(slice_addresses(&store, "web"), ["10.244.0.5"]);
+    // Re-applying the manifest (no status) keeps what the kubelet recorded.
+    store.apply(&[manifest(APP)]).expect("apply again");
+    assert_eq!(slice_addresses(&store, "web"), ["10.244.0.5"]);
+}
+
+#[test]
+fn nodes_get_a_pod_cidr_recorded_in_the_store() {
+    let (_d, store) = store();
+    store
+        .apply_objects(vec![
+            mk_node("node-1", "").into(),
+            mk_node("node-2", "").into(),
+        ])
+        .expect("apply nodes");
+    let text = fs::read_to_string(store.dir().join("nodes/node-2.yaml")).expect("node file");
+    assert!(text.contains("podCIDR: 10.244.1.0/24"), "{text}");
+}
+
+#[test]
+fn a_hand_edited_file_that_names_another_object_is_reported() {
+    let (_d, store) = store();
+    store.apply(&[manifest(APP)]).expect("apply");
+    let text = fs::read_to_string(store.dir().join("pods/default/web-1.yaml")).expect("read");
+    fs::write(store.dir().join("pods/default/web-2.yaml"), text).expect("write");
+    let err = Store::open(store.dir())
+        .expect("fresh handle")
+        .load()
+        .expect_err("mismatch");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("pods/default/web-2.yaml: holds Pod default/web-1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn concurrent_writers_never_corrupt_the_store() {
+    let (_d, store) = store();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = Store::open(store.dir()).expect("second handle");
+            thread::spawn(move || {
+                for i in 0..15 {
+                    let text = format!(
+                        "apiVersion: v1\nkind: Service\nmetadata: {{name: s{w}-{i}}}\nspec: {{type: NodePort, selector: {{app: a}}, ports: [{{port: 80}}]}}\n"
+                    );
+                    store.apply(&[manifest(&text)]).expect("concurrent apply");
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = store.clone();
+        thread::spawn(move || {
+            let mut loads = 0;
+            while store.generation().expect("generation") < 60 {
+                store.load().expect("a reader always sees whole objects");
+                loads += 1;
+            }
+            loads
+        })
+    };
+    for w in writers {
+        w.join().expect("writer");
+    }
+    assert!(reader.join().expect("reader") > 0);
+    let services: Vec<crate::model::Service> = store
+        .list(Kind::Service, None)
+        .expect("list")
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Service(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(services.len(), 60);
+    let ips: BTreeSet<_> = services
+        .iter()
+        .filter_map(|s| s.spec.as_ref()?.cluster_ip.clone())
+        .collect();
+    let ports: BTreeSet<_> = services
+        .iter()
+        .flat_map(|s| {
+            s.spec
+                .iter()
+                .flat_map(|s| s.ports.iter().flatten())
+                .filter_map(|p| p.node_port)
+        })
+        .collect();
+    assert_eq!((ips.len(), ports.len()), (60, 60), "allocations are unique");
+    assert_eq!(
+        store.generation().expect("generation"),
+        60,
+        "one generation per commit"
+    );
+    assert_eq!(
+        fs::read_dir(store.dir().join(".tmp"))
+            .expect("tmp dir")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_watching_reader_sees_every_commit_within_100ms() {
+    let (_d, store) = store();
+    let cluster = Cluster::new();
+    let _watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    assert!(cluster.is_synced());
+    let writer = Store::open(store.dir()).expect("writer handle");
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let text = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+        );
+        writer.apply(&[manifest(&text)]).expect("apply");
+        let start = Instant::now();
+        while cluster
+            .read()
+            .service("default", &format!("s{i}"))
+            .is_none()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "change {i} never seen"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+        slowest = slowest.max(start.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "slowest pick-up took {slowest:?}"
+    );
+    writer
+        .delete(&[key(Kind::Service, "default", "s3")])
+        .expect("delete");
+    let start = Instant::now();
+    while cluster.read().service("default", "s3").is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "delete never seen"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    let stored: Vec<ObjectKey> = store
+        .load()
+        .expect("load")
+        .iter()
+        .map(Object::key)
+        .collect();
+    let seen: Vec<ObjectKey> = cluster.read().objects().map(Object::key).collect();
+    assert_eq!(seen, stored);
+}
+
+#[test]
+fn a_long_lived_handle_does_not_serve_a_deleted_store_from_memory() {
+    let (_d, store) = store();
+    store.apply(&[manifest(APP)]).expect("apply");
+    assert!(
+        store
+            .get(&key(Kind::Pod, "default", "web-1"))
+            .expect("get")
+            .is_some()
+    );
+    fs::remove_dir_all(store.dir()).expect("remove store");
+    let fresh = Store::open(store.dir()).expect("recreate");
+    fresh
+        .apply(&[manifest(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+        )])
+        .expect("apply to the new store");
+    let pods = store.list(Kind::Pod, None).expect("list");
+    assert!(pods.is_empty(), "old objects served: {pods:?}");
+    assert!(
+        store
+            .get(&key(Kind::Namespace, "", "shop"))
+            .expect("get")
+            .is_some()
+    );
+}
+
+#[test]
+fn two_handles_see_each_others_writes() {
+    let (_d, a) = store();
+    let b = Store::open(a.dir()).expect("second handle");
+    a.apply(&[manifest(APP)]).expect("apply via a");
+    b.delete(&[key(Kind::Pod, "default", "web-1")])
+        .expect("delete via b");
+    let changes = a.apply(&[manifest(APP)]).expect("apply via a again");
+    assert_eq!(changes[1].action, Action::Created, "a saw b's delete");
+}
+
+#[test]
+fn reapplying_a_service_keeps_its_node_port_even_when_a_lower_one_is_free() {
+    let (_d, store) = store();
+    let svc = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: NodePort, ports: [{{port: 80}}]}}\n"
+        )
+    };
+    store.apply(&[manifest(&svc("a"))]).expect("apply a");
+    store.apply(&[manifest(&svc("b"))]).expect("apply b");
+    store
+        .delete(&[key(Kind::Service, "default", "a")])
+        .expect("delete a");
+    let changes = store.apply(&[manifest(&svc("b"))]).expect("apply b again");
+    assert_eq!(changes[0].action, Action::Unchanged);
+    let ports: Vec<i32> = service_of(&store, "default", "b")
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .filter_map(|p| p.node_port)
+        .collect();
+    assert_eq!(ports, [30001]);
+}
+
+#[test]
+fn turning_a_node_port_service_into_cluster_ip_releases_its_node_ports() {
+    let (_d, store) = store();
+    store.apply(&[manifest(APP)]).expect("apply");
+    let cluster_ip_app = APP.replace("type: NodePort", "type: ClusterIP");
+    let changes = store
+        .apply(&[manifest(&cluster_ip_app)])
+        .expect("apply as ClusterIP");
+    assert_eq!(changes[0].action, Action::Configured);
+    let svc = service_of(&store, "default", "web");
+    let spec = svc.spec.unwrap_or_default();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert!(spec.ports.iter().flatten().all(|p| p.node_port.is_none()));
+    assert_eq!(
+        spec.cluster_ip.as_deref(),
+        Some("10.96.0.2"),
+        "the ClusterIP stays"
+    );
+}

@@ -1,0 +1,456 @@
+//! The API server's validation, for the objects the embedded store accepts:
+//! names and labels, Service selectors, ports, NodePorts and ClusterIPs
+//! (range and uniqueness), namespaces that must exist. Every problem is an
+//! [`Invalid`] naming file, document and field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::ServiceSpec;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::controlplane::{ClusterConfig, SYSTEM_NAMESPACES};
+use crate::manifest::{Document, Invalid};
+use crate::model::{Kind, Object, ObjectKey};
+
+type Problems = Vec<(String, String)>;
+
+fn is_alnum(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+/// RFC 1123 label: at most 63 lowercase alphanumerics or `-`, alphanumeric
+/// at both ends.
+fn dns_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| is_alnum(c) || c == '-')
+        && s.starts_with(is_alnum)
+        && s.ends_with(is_alnum);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS label (at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit)"
+        ))
+    }
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+fn dns_subdomain(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| dns_label(l).is_ok()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS subdomain (dot-separated DNS labels, at most 253 characters)"
+        ))
+    }
+}
+
+/// RFC 1035 label, for Service names: a DNS label starting with a letter.
+fn dns1035_label(s: &str) -> Result<(), String> {
+    dns_label(s)?;
+    if s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        Ok(())
+    } else {
+        Err(format!("{s:?} must start with a letter"))
+    }
+}
+
+fn label_name(s: &str) -> bool {
+    let edge = |c: char| c.is_ascii_alphanumeric();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(edge)
+        && s.ends_with(edge)
+}
+
+fn label_key(k: &str) -> Result<(), String> {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if prefix.is_some_and(|p| dns_subdomain(p).is_err()) || !label_name(name) {
+        return Err(format!(
+            "key {k:?} is not a valid label key ([prefix/]name, name at most 63 of [A-Za-z0-9-_.])"
+        ));
+    }
+    Ok(())
+}
+
+fn label_value(v: &str) -> Result<(), String> {
+    if v.is_empty() || label_name(v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "value {v:?} is not a valid label value (at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends)"
+        ))
+    }
+}
+
+fn labels(field: &str, map: Option<&BTreeMap<String, String>>, what: &str, out: &mut Problems) {
+    for (k, v) in map.into_iter().flatten() {
+        if let Err(e) = label_key(k).and_then(|()| label_value(v)) {
+            out.push((field.to_owned(), format!("{what}{e}")));
+        }
+    }
+}
+
+fn port_range(field: String, port: i32, out: &mut Problems) {
+    if !(1..=65535).contains(&port) {
+        out.push((field, format!("port {port} is out of range 1-65535")));
+    }
+}
+
+/// IANA service name, what a named port may be called.
+fn port_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.chars().all(|c| is_alnum(c) || c == '-')
+        && s.chars().any(|c| c.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
+/// Checks that need only the object itself.
+pub(crate) fn check_object(obj: &Object, config: &ClusterConfig) -> Problems {
+    let mut out = Problems::new();
+    let meta = obj.meta();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let name_check = match obj.kind() {
+        Kind::Service => dns1035_label(name),
+        Kind::Namespace => dns_label(name),
+        _ => dns_subdomain(name),
+    };
+    if let Err(e) = name_check {
+        out.push(("metadata.name".to_owned(), e));
+    }
+    if obj.kind().namespaced() {
+        if let Err(e) = dns_label(meta.namespace.as_deref().unwrap_or_default()) {
+            out.push(("metadata.namespace".to_owned(), e));
+        }
+    }
+    labels("metadata.labels", meta.labels.as_ref(), "", &mut out);
+    match obj {
+        Object::Service(svc) => check_service(svc.spec.as_ref(), config, &mut out),
+        Object::Pod(pod) => {
+            let containers = pod
+                .spec
+                .as_ref()
+                .map(|s| s.containers.as_slice())
+                .unwrap_or_default();
+            if containers.is_empty() {
+                out.push((
+                    "spec.containers".to_owned(),
+                    "at least one container is required".to_owned(),
+                ));
+            }
+            for (i, c) in containers.iter().enumerate() {
+                if c.name.is_empty() {
+                    out.push((
+                        format!("spec.containers[{i}].name"),
+                        "is required".to_owned(),
+                    ));
+                }
+                for (j, p) in c.ports.iter().flatten().enumerate() {
+                    port_range(
+                        format!("spec.containers[{i}].ports[{j}].containerPort"),
+                        p.container_port,
+                        &mut out,
+                    );
+                }
+            }
+        }
+        Object::Node(node) => {
+            if let Some(cidr) = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_cidr.as_deref())
+                .filter(|c| !c.is_empty())
+            {
+                if cidr.parse::<ipnet::IpNet>().is_err() {
+                    out.push(("spec.podCIDR".to_owned(), format!("{cidr:?} is not a CIDR")));
+                }
+            }
+        }
+        Object::EndpointSlice(slice)
+            if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6" | "FQDN") =>
+        {
+            out.push((
+                "addressType".to_owned(),
+                format!("{:?} is not one of IPv4, IPv6, FQDN", slice.address_type),
+            ));
+        }
+        Object::Ingress(ing) => {
+            for (i, rule) in ing
+                .spec
+                .iter()
+                .flat_map(|s| s.rules.iter().flatten())
+                .enumerate()
+            {
+                if let Some(host) = rule.host.as_deref() {
+                    if host.parse::<IpAddr>().is_ok() {
+                        out.push((
+                            format!("spec.rules[{i}].host"),
+                            format!("{host:?} is an IP address, not a host name"),
+                        ));
+                    }
+                }
+                for (j, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+                    if !matches!(
+                        path.path_type.as_str(),
+                        "Exact" | "Prefix" | "ImplementationSpecific"
+                    ) {
+                        out.push((
+                            format!("spec.rules[{i}].http.paths[{j}].pathType"),
+                            format!(
+                                "{:?} is not one of Exact, Prefix, ImplementationSpecific",
+                                path.path_type
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn check_service(spec: Option<&ServiceSpec>, config: &ClusterConfig, out: &mut Problems) {
+    let Some(spec) = spec else { return };
+    labels(
+        "spec.selector",
+        spec.selector.as_ref(),
+        "bad selector: ",
+        out,
+    );
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if !matches!(
+        kind,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        out.push((
+            "spec.type".to_owned(),
+            format!("{kind:?} is not one of ClusterIP, NodePort, LoadBalancer, ExternalName"),
+        ));
+    }
+    if kind == "ExternalName" && spec.external_name.as_deref().is_none_or(str::is_empty) {
+        out.push((
+            "spec.externalName".to_owned(),
+            "is required for type ExternalName".to_owned(),
+        ));
+    }
+    let node_port_type = matches!(kind, "NodePort" | "LoadBalancer");
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    let mut names = BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let field = |f: &str| format!("spec.ports[{i}].{f}");
+        port_range(field("port"), p.port, out);
+        match &p.target_port {
+            Some(IntOrString::Int(n)) if *n != 0 => port_range(field("targetPort"), *n, out),
+            Some(IntOrString::String(s)) if !port_name(s) => out.push((
+                field("targetPort"),
+                format!("{s:?} is not a port name (at most 15 lowercase letters, digits or '-')"),
+            )),
+            _ => {}
+        }
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        if !matches!(protocol, "TCP" | "UDP" | "SCTP") {
+            out.push((
+                field("protocol"),
+                format!("{protocol:?} is not one of TCP, UDP, SCTP"),
+            ));
+        }
+        let name = p.name.as_deref().unwrap_or_default();
+        if ports.len() > 1 && name.is_empty() {
+            out.push((
+                field("name"),
+                "is required when a Service has more than one port".to_owned(),
+            ));
+        }
+        if !name.is_empty() && !names.insert(name) {
+            out.push((field("name"), format!("{name:?} is used by another port")));
+        }
+        if let Some(np) = p.node_port.filter(|n| *n != 0) {
+            let range = config.node_ports.clone();
+            if !node_port_type {
+                out.push((
+                    field("nodePort"),
+                    format!("may not be set when type is {kind}"),
+                ));
+            } else if !u16::try_from(np).is_ok_and(|n| range.contains(&n)) {
+                out.push((
+                    field("nodePort"),
+                    format!(
+                        "{np} is outside the NodePort range {}-{}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+        }
+    }
+    match spec.cluster_ip.as_deref().unwrap_or_default() {
+        "" => {}
+        "None" if node_port_type => out.push((
+            "spec.clusterIP".to_owned(),
+            format!("may not be None when type is {kind}"),
+        )),
+        "None" => {}
+        ip => match ip.parse::<Ipv4Addr>() {
+            Ok(addr) if usable(config.service_cidr, addr) => {}
+            Ok(_) => out.push((
+                "spec.clusterIP".to_owned(),
+                format!("{ip} is outside the service CIDR {}", config.service_cidr),
+            )),
+            Err(_) => out.push((
+                "spec.clusterIP".to_owned(),
+                format!("{ip:?} is not an IPv4 address"),
+            )),
+        },
+    }
+}
+
+fn usable(net: Ipv4Net, ip: Ipv4Addr) -> bool {
+    net.contains(&ip) && ip != net.network() && ip != net.broadcast()
+}
+
+/// Who holds which ClusterIPs and NodePorts.
+#[derive(Default)]
+struct Claims {
+    ips: BTreeMap<IpAddr, ObjectKey>,
+    ports: BTreeMap<i32, ObjectKey>,
+}
+
+fn claims_of(obj: &Object) -> (Vec<IpAddr>, Vec<i32>) {
+    let Object::Service(svc) = obj else {
+        return (vec![], vec![]);
+    };
+    let Some(spec) = &svc.spec else {
+        return (vec![], vec![]);
+    };
+    let ips = spec
+        .cluster_ip
+        .iter()
+        .chain(spec.cluster_ips.iter().flatten());
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.node_port)
+        .filter(|p| *p != 0);
+    let mut ips: Vec<IpAddr> = ips.filter_map(|ip| ip.parse().ok()).collect();
+    ips.dedup();
+    (ips, ports.collect())
+}
+
+/// Checks every document against the current objects and the documents
+/// before it: the object checks above, namespaces that exist, ClusterIPs and
+/// NodePorts not held by another Service, a ClusterIP that is not changed.
+pub(crate) fn check_documents(
+    docs: &[Document],
+    current: &BTreeMap<ObjectKey, Object>,
+    config: &ClusterConfig,
+) -> Vec<Invalid> {
+    let mut namespaces: BTreeSet<String> =
+        SYSTEM_NAMESPACES.iter().map(|s| (*s).to_owned()).collect();
+    namespaces.extend(
+        current
+            .keys()
+            .filter(|k| k.kind == Kind::Namespace)
+            .map(|k| k.name.clone()),
+    );
+    namespaces.extend(
+        docs.iter()
+            .map(|d| d.object.key())
+            .filter(|k| k.kind == Kind::Namespace)
+            .map(|k| k.name),
+    );
+    let mut claims = Claims::default();
+    for (key, obj) in current {
+        let (ips, ports) = claims_of(obj);
+        claims
+            .ips
+            .extend(ips.into_iter().map(|ip| (ip, key.clone())));
+        claims
+            .ports
+            .extend(ports.into_iter().map(|p| (p, key.clone())));
+    }
+
+    let mut out = Vec::new();
+    for doc in docs {
+        let key = doc.object.key();
+        let mut problems = check_object(&doc.object, config);
+        if key.kind.namespaced() && !namespaces.contains(&key.namespace) {
+            problems.push((
+                "metadata.namespace".to_owned(),
+                format!("namespace {:?} not found", key.namespace),
+            ));
+        }
+        if let (Object::Service(new), Some(Object::Service(old))) = (&doc.object, current.get(&key))
+        {
+            let ip = |s: &k8s_openapi::api::core::v1::Service| {
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.cluster_ip.clone())
+                    .filter(|ip| !ip.is_empty())
+            };
+            if let (Some(new_ip), Some(old_ip)) = (ip(new), ip(old)) {
+                if new_ip != old_ip {
+                    problems.push((
+                        "spec.clusterIP".to_owned(),
+                        format!("field is immutable (is {old_ip})"),
+                    ));
+                }
+            }
+        }
+        if let Object::Service(svc) = &doc.object {
+            let spec = svc.spec.clone().unwrap_or_default();
+            if let Some(ip) = spec
+                .cluster_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+            {
+                match claims.ips.get(&ip) {
+                    Some(holder) if *holder != key => problems.push((
+                        "spec.clusterIP".to_owned(),
+                        format!("{ip} is already allocated to {holder}"),
+                    )),
+                    _ => {
+                        claims.ips.insert(ip, key.clone());
+                    }
+                }
+            }
+            for (i, p) in spec.ports.iter().flatten().enumerate() {
+                let Some(np) = p.node_port.filter(|n| *n != 0) else {
+                    continue;
+                };
+                match claims.ports.get(&np) {
+                    Some(holder) if *holder != key => problems.push((
+                        format!("spec.ports[{i}].nodePort"),
+                        format!("{np} is already allocated to {holder}"),
+                    )),
+                    _ => {
+                        claims.ports.insert(np, key.clone());
+                    }
+                }
+            }
+        }
+        out.extend(problems.into_iter().map(|(field, reason)| Invalid {
+            file: doc.file.clone(),
+            document: doc.index,
+            object: Some(key.clone()),
+            field,
+            reason,
+        }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
