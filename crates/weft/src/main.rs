@@ -32,6 +32,21 @@ enum Command {
     /// without a weft- prefix.)
     #[command(subcommand)]
     Cni(CniCommand),
+    /// The lab's cluster state: apply, delete and get Kubernetes objects in
+    /// the embedded store (--store, or $WEFT_STORE).
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+/// `weft lab …`: the lab's object store, managed like kubectl manages a cluster.
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Create or update objects from manifests (multi-document YAML or JSON).
+    Apply(weft_cluster::cli::ApplyArgs),
+    /// Delete the objects the manifests name.
+    Delete(weft_cluster::cli::DeleteArgs),
+    /// Show objects of a kind (pods, services, endpointslices, nodes, …).
+    Get(weft_cluster::cli::GetArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +122,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => Ok(weft_serve::run(&args)?),
+        Command::Lab(command) => {
+            let mut out = std::io::stdout().lock();
+            let mut stdin = std::io::stdin().lock();
+            match command {
+                LabCommand::Apply(args) => {
+                    let store = args.store.open()?;
+                    weft_cluster::cli::apply(&store, &args, &mut stdin, &mut out)?;
+                }
+                LabCommand::Delete(args) => {
+                    let store = args.store.open()?;
+                    weft_cluster::cli::delete(&store, &args, &mut stdin, &mut out)?;
+                }
+                LabCommand::Get(args) => {
+                    let store = args.store.open()?;
+                    weft_cluster::cli::get(&store, &args, &mut out)?;
+                }
+            }
+            Ok(())
+        }
         Command::Cni(CniCommand::Install(args)) => {
             cni_install::install(&args, &mut std::io::stdout().lock())
         }

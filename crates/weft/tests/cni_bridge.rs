@@ -309,11 +309,16 @@ fn bad_input_gets_the_spec_error_code_and_creates_nothing() {
         (1, 7)
     );
 
-    let mut spoofchk = conf.clone();
-    spoofchk["macspoofchk"] = json!(true);
+    let mut vlan_and_trunk = conf.clone();
+    vlan_and_trunk["vlan"] = json!(10);
+    vlan_and_trunk["vlanTrunk"] = json!([{"id": 20}]);
     assert_eq!(
-        code_of(node.weft("bridge", &node.call("ADD", &container, "c1"), &spoofchk)),
-        (1, 2)
+        code_of(node.weft(
+            "bridge",
+            &node.call("ADD", &container, "c1"),
+            &vlan_and_trunk
+        )),
+        (1, 7)
     );
 
     let no_netns = node.call("ADD", &container, "c1").netns("");
