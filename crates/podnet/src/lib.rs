@@ -9,13 +9,15 @@
 //! left, and [`conflist`] writes the node's CNI config. The same code runs in
 //! a lab node namespace and on a real node (the agent's own namespace).
 //!
-//! Not here: egress masquerade (needs the nftables layer) and watching the
-//! cluster (the agent feeds [`plan()`] from the cluster model).
+//! [`masquerade`] keeps pod egress leaving the cluster CIDR masqueraded.
+//! Not here: watching the cluster (the agent feeds [`plan()`] from the
+//! cluster model).
 
 #![forbid(unsafe_code)]
 
 pub mod apply;
 pub mod conflist;
+pub mod masquerade;
 pub mod plan;
 
 pub use apply::{ApplyError, Changes, apply};

@@ -27,6 +27,9 @@ enum Command {
     /// Run the lab's workload server (like agnhost): HTTP /hostname,
     /// /clientip, /echo?msg=, /healthz, and TCP/UDP echo ports.
     Serve(weft_serve::ServeArgs),
+    /// Run the node agent: pod network and Service proxy for this node, fed
+    /// by the lab's store (--store) or the Kubernetes API.
+    Agent(weft_agent::AgentArgs),
     /// CNI plugins: installing them. (The plugins themselves run when this
     /// binary is exec'ed as bridge, host-local, loopback or portmap, with or
     /// without a weft- prefix.)
@@ -122,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => Ok(weft_serve::run(&args)?),
+        Command::Agent(args) => Ok(weft_agent::run(&args)?),
         Command::Lab(command) => {
             let mut out = std::io::stdout().lock();
             let mut stdin = std::io::stdin().lock();
