@@ -41,9 +41,86 @@ enum Command {
     Lab(LabCommand),
 }
 
-/// `weft lab …`: the lab's object store, managed like kubectl manages a cluster.
+/// Which lab, for every `weft lab` command that acts on a whole lab.
+#[derive(Debug, Clone, clap::Args)]
+struct LabName {
+    /// Lab name (lowercase letters and digits): namespaces are weft-<name>-*.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Root of the labs' state directories.
+    #[arg(long, default_value = weft_lab::layout::STATE_ROOT, hide = true)]
+    state_root: std::path::PathBuf,
+}
+
+impl LabName {
+    fn layout(&self) -> anyhow::Result<weft_lab::Layout> {
+        Ok(weft_lab::Layout::new(&self.state_root, &self.name)?)
+    }
+}
+
+/// `weft lab …`: a multi-node cluster in network namespaces, and its object
+/// store, managed like kubectl manages a cluster.
 #[derive(Debug, Subcommand)]
 enum LabCommand {
+    /// Build (or repair) the lab: LAN, external host, nodes with agents and
+    /// kubelets, then apply manifests (a sample app by default). Needs root.
+    Up {
+        #[command(flatten)]
+        lab: LabName,
+        /// Number of nodes.
+        #[arg(long, default_value = "2")]
+        nodes: u8,
+        /// Cross-node pod network: host-gw or vxlan.
+        #[arg(long, default_value = "host-gw")]
+        mode: String,
+        /// Manifests to apply instead of the sample app (file, dir or -).
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// Remove everything the lab created: processes, namespaces, files.
+    Down {
+        #[command(flatten)]
+        lab: LabName,
+    },
+    /// Nodes, pods and Services of the lab.
+    Status {
+        #[command(flatten)]
+        lab: LabName,
+    },
+    /// Prove every network path with real requests; non-zero exit on failure.
+    Check {
+        #[command(flatten)]
+        lab: LabName,
+    },
+    /// Run a command in a pod's network namespace, with its resolv.conf.
+    Exec {
+        #[command(flatten)]
+        lab: LabName,
+        /// Pod name.
+        pod: String,
+        /// Pod namespace.
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+        /// The command and its arguments (after --).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show a component's log: agent, kubelet, agent/node-2, or NAMESPACE/POD.
+    Logs {
+        #[command(flatten)]
+        lab: LabName,
+        /// agent, kubelet, agent/NODE, kubelet/NODE or NAMESPACE/POD.
+        component: String,
+    },
+    /// The lab kubelet of one node (started by `lab up`).
+    #[command(hide = true)]
+    Kubelet {
+        #[command(flatten)]
+        lab: LabName,
+        /// 1-based node index.
+        #[arg(long)]
+        node_index: u8,
+    },
     /// Create or update objects from manifests (multi-document YAML or JSON).
     Apply(weft_cluster::cli::ApplyArgs),
     /// Delete the objects the manifests name.
@@ -141,6 +218,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 LabCommand::Get(args) => {
                     let store = args.store.open()?;
                     weft_cluster::cli::get(&store, &args, &mut out)?;
+                }
+                LabCommand::Up {
+                    lab,
+                    nodes,
+                    mode,
+                    files,
+                } => {
+                    let exe = std::env::current_exe()?;
+                    weft_lab::up(&lab.layout()?, nodes, &mode, &files, &exe, &mut out)?;
+                }
+                LabCommand::Down { lab } => weft_lab::down(&lab.layout()?, &mut out)?,
+                LabCommand::Status { lab } => weft_lab::status(&lab.layout()?, &mut out)?,
+                LabCommand::Check { lab } => {
+                    let rows = weft_lab::check::check(&lab.layout()?)?;
+                    if !weft_lab::check::print(&rows, &mut out) {
+                        anyhow::bail!("some paths failed");
+                    }
+                }
+                LabCommand::Exec {
+                    lab,
+                    pod,
+                    namespace,
+                    command,
+                } => {
+                    weft_lab::exec::exec(&lab.layout()?, &namespace, &pod, &command)?;
+                }
+                LabCommand::Logs { lab, component } => {
+                    weft_lab::logs(&lab.layout()?, &component, &mut out)?
+                }
+                LabCommand::Kubelet { lab, node_index } => {
+                    let exe = std::env::current_exe()?;
+                    weft_lab::kubelet::Kubelet::new(lab.layout()?, node_index, exe)?.run()?;
                 }
             }
             Ok(())

@@ -1,0 +1,344 @@
+//! `weft lab check`: proves every path of the cluster network with real
+//! HTTP requests to the pods' `weft serve` and prints one row per path
+//! (path, from, to, result, time): pod to pod on one node and across nodes
+//! (the server must see the client pod's own address: no NAT), pod to a
+//! ClusterIP, a pod to itself through its Service (hairpin), the external
+//! host to the NodePort on every node, and a pod to the outside world
+//! (masqueraded to its node's address).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use weft_cluster::model::pod_is_ready;
+use weft_cluster::{Kind, Object, Store};
+use weft_linux::NetNs;
+
+use crate::LabError;
+use crate::layout::{EXTERNAL_IP, Layout};
+
+/// One checked path.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What kind of path.
+    pub path: &'static str,
+    /// Where the request came from.
+    pub from: String,
+    /// Where it went.
+    pub to: String,
+    /// What happened; `Err` is a failure.
+    pub result: Result<String, String>,
+    /// The lab offers no such path (for example every pod on its own node).
+    pub skipped: bool,
+    /// Time the check took.
+    pub elapsed: Duration,
+}
+
+/// An HTTP/1.0 GET from inside `ns`; the body, or what went wrong.
+pub fn http_get(ns: &NetNs, target: SocketAddr, path: &str) -> Result<String, String> {
+    ns.run(|| -> Result<String, String> {
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+            .map_err(|err| err.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|err| err.to_string())?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())
+            .map_err(|err| err.to_string())?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .map_err(|err| err.to_string())?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            return Err(head.lines().next().unwrap_or_default().to_owned());
+        }
+        Ok(body.trim().to_owned())
+    })
+    .map_err(|err| err.to_string())?
+}
+
+struct PodInfo {
+    name: String,
+    node: String,
+    ip: IpAddr,
+    ns: NetNs,
+}
+
+fn ready_pods(layout: &Layout, store: &Store) -> Result<Vec<PodInfo>, LabError> {
+    let mut pods = Vec::new();
+    for object in store.list(Kind::Pod, None)? {
+        let Object::Pod(pod) = object else { continue };
+        if let Some(info) = pod_info(layout, &pod) {
+            pods.push(info);
+        }
+    }
+    Ok(pods)
+}
+
+fn pod_info(layout: &Layout, pod: &Pod) -> Option<PodInfo> {
+    if !pod_is_ready(pod) {
+        return None;
+    }
+    let namespace = pod.metadata.namespace.clone()?;
+    let name = pod.metadata.name.clone()?;
+    Some(PodInfo {
+        node: pod.spec.as_ref()?.node_name.clone()?,
+        ip: pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?,
+        ns: NetNs::from_path(
+            Path::new(weft_linux::netns::NETNS_RUN_DIR).join(layout.pod_ns(&namespace, &name)),
+        ),
+        name,
+    })
+}
+
+/// Where a Service answers.
+struct ServiceTarget {
+    name: String,
+    cluster_ip: IpAddr,
+    port: u16,
+    node_port: Option<u16>,
+}
+
+/// The first TCP port of the first Service with a selector.
+fn first_service(store: &Store) -> Result<Option<ServiceTarget>, LabError> {
+    for object in store.list(Kind::Service, None)? {
+        let Object::Service(service) = object else {
+            continue;
+        };
+        let Some(spec) = &service.spec else { continue };
+        let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) else {
+            continue;
+        };
+        let tcp = spec
+            .ports
+            .iter()
+            .flatten()
+            .find(|port| port.protocol.as_deref().unwrap_or("TCP") == "TCP");
+        if let (Some(port), Some(_)) = (tcp, &spec.selector) {
+            let node_port = port.node_port.and_then(|p| u16::try_from(p).ok());
+            if let Ok(number) = u16::try_from(port.port) {
+                return Ok(Some(ServiceTarget {
+                    name: service.metadata.name.clone().unwrap_or_default(),
+                    cluster_ip: ip,
+                    port: number,
+                    node_port,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn timed(
+    path: &'static str,
+    from: String,
+    to: String,
+    check: impl FnOnce() -> Result<String, String>,
+) -> Row {
+    let started = Instant::now();
+    let result = check();
+    Row {
+        path,
+        from,
+        to,
+        result,
+        skipped: false,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Runs every check. A path the lab's pods cannot offer (no two pods on
+/// one node) is skipped; a missing piece a healthy lab has (a second node,
+/// a Service, a ready pod) is a failure.
+pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
+    let store = Store::open(layout.store_dir())?;
+    let pods = ready_pods(layout, &store)?;
+    let mut rows = Vec::new();
+    let missing = |path: &'static str, why: &str| Row {
+        path,
+        from: "-".into(),
+        to: "-".into(),
+        result: Err(why.to_owned()),
+        skipped: false,
+        elapsed: Duration::ZERO,
+    };
+
+    let same_node = pods.iter().enumerate().find_map(|(i, a)| {
+        pods[i + 1..]
+            .iter()
+            .find(|b| b.node == a.node)
+            .map(|b| (a, b))
+    });
+    match same_node {
+        Some((a, b)) => rows.push(timed(
+            "pod -> pod, same node",
+            a.name.clone(),
+            format!("{} {}", b.name, b.ip),
+            || {
+                let seen = http_get(&a.ns, SocketAddr::new(b.ip, 8080), "/clientip")?;
+                no_nat(&seen, a.ip)
+            },
+        )),
+        None => rows.push(Row {
+            skipped: true,
+            ..missing("pod -> pod, same node", "no two ready pods share a node")
+        }),
+    }
+    let across = pods.iter().enumerate().find_map(|(i, a)| {
+        pods[i + 1..]
+            .iter()
+            .find(|b| b.node != a.node)
+            .map(|b| (a, b))
+    });
+    match across {
+        Some((a, b)) => rows.push(timed(
+            "pod -> pod, across nodes",
+            format!("{} ({})", a.name, a.node),
+            format!("{} ({}) {}", b.name, b.node, b.ip),
+            || {
+                let seen = http_get(&a.ns, SocketAddr::new(b.ip, 8080), "/clientip")?;
+                no_nat(&seen, a.ip)
+            },
+        )),
+        None => rows.push(missing(
+            "pod -> pod, across nodes",
+            "no two ready pods on different nodes",
+        )),
+    }
+
+    match (first_service(&store)?, pods.first()) {
+        (Some(service), Some(client)) => {
+            let name = service.name;
+            let node_port = service.node_port;
+            let target = SocketAddr::new(service.cluster_ip, service.port);
+            rows.push(timed(
+                "pod -> ClusterIP",
+                client.name.clone(),
+                format!("{name} {target}"),
+                || {
+                    http_get(&client.ns, target, "/hostname")
+                        .map(|host| format!("answered by {host}"))
+                },
+            ));
+            rows.push(timed(
+                "pod -> own Service (hairpin)",
+                client.name.clone(),
+                format!("{name} {target}"),
+                || {
+                    // Random balancing: ask until the pod itself answers.
+                    for _ in 0..40 {
+                        if http_get(&client.ns, target, "/hostname")? == client.name {
+                            return Ok("answered by itself".to_owned());
+                        }
+                    }
+                    Err("never reached itself in 40 tries".to_owned())
+                },
+            ));
+            match node_port {
+                Some(node_port) => {
+                    let external = NetNs::from_path(
+                        Path::new(weft_linux::netns::NETNS_RUN_DIR).join(layout.external_ns()),
+                    );
+                    for object in store.list(Kind::Node, None)? {
+                        let Object::Node(node) = object else { continue };
+                        let Some(address) = node
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.addresses.as_ref())
+                            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+                            .and_then(|a| a.address.parse::<IpAddr>().ok())
+                        else {
+                            continue;
+                        };
+                        let target = SocketAddr::new(address, node_port);
+                        rows.push(timed(
+                            "external -> NodePort",
+                            "external".into(),
+                            format!("{} {target}", node.metadata.name.unwrap_or_default()),
+                            || {
+                                http_get(&external, target, "/hostname")
+                                    .map(|host| format!("answered by {host}"))
+                            },
+                        ));
+                    }
+                }
+                None => rows.push(missing(
+                    "external -> NodePort",
+                    "the first Service has no NodePort",
+                )),
+            }
+        }
+        _ => rows.push(missing(
+            "pod -> ClusterIP",
+            "no Service with a selector, or no ready pod",
+        )),
+    }
+
+    match pods.first() {
+        Some(client) => {
+            let node_index = client
+                .node
+                .trim_start_matches("node-")
+                .parse::<u8>()
+                .unwrap_or(0);
+            let node_ip = IpAddr::V4(Layout::node_ip(node_index));
+            let target = SocketAddr::new(IpAddr::V4(EXTERNAL_IP), 8080);
+            rows.push(timed(
+                "pod -> outside (masqueraded)",
+                client.name.clone(),
+                format!("external {target}"),
+                || {
+                    let seen = http_get(&client.ns, target, "/clientip")?;
+                    let source = seen.rsplit_once(':').map_or(seen.as_str(), |(ip, _)| ip);
+                    if source == node_ip.to_string() {
+                        Ok(format!("seen as {source} (its node)"))
+                    } else {
+                        Err(format!(
+                            "seen as {source}, expected the node address {node_ip}"
+                        ))
+                    }
+                },
+            ));
+        }
+        None => rows.push(missing("pod -> outside (masqueraded)", "no ready pod")),
+    }
+    Ok(rows)
+}
+
+fn no_nat(seen: &str, client: IpAddr) -> Result<String, String> {
+    let source = seen.rsplit_once(':').map_or(seen, |(ip, _)| ip);
+    if source == client.to_string() {
+        Ok(format!("source {source} kept"))
+    } else {
+        Err(format!("server saw {source}, not the client pod {client}"))
+    }
+}
+
+/// Prints the rows as a table; returns whether every row passed.
+pub fn print(rows: &[Row], out: &mut dyn Write) -> bool {
+    let _ = writeln!(
+        out,
+        "{:<30} {:<22} {:<34} {:<8} RESULT",
+        "PATH", "FROM", "TO", "TIME"
+    );
+    for row in rows {
+        let result = match (&row.result, row.skipped) {
+            (Ok(text), _) => format!("ok: {text}"),
+            (Err(text), true) => format!("skipped: {text}"),
+            (Err(text), false) => format!("FAIL: {text}"),
+        };
+        let _ = writeln!(
+            out,
+            "{:<30} {:<22} {:<34} {:<8} {result}",
+            row.path,
+            row.from,
+            row.to,
+            format!("{}ms", row.elapsed.as_millis()),
+        );
+    }
+    rows.iter().all(|row| row.result.is_ok() || row.skipped)
+}

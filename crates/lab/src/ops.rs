@@ -1,0 +1,514 @@
+//! The lab's lifecycle: `up` (build or repair everything, idempotently,
+//! showing each step), `down` (undo everything, also on a half-built lab),
+//! `status` and `logs`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use weft_cluster::manifest::Manifest;
+use weft_cluster::model::pod_is_ready;
+use weft_cluster::{Kind, Object, Store};
+use weft_linux::NetNs;
+
+use crate::kubelet::{PodState, teardown};
+use crate::layout::{EXTERNAL_IP, Layout, MAX_NODES};
+use crate::process::{self, Recorded};
+use crate::{LabError, topology};
+
+/// The sample app applied when `lab up` gets no manifests.
+pub const SAMPLE_APP: &str = include_str!("sample.yaml");
+
+/// What a lab was built with (`lab.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Number of nodes.
+    pub nodes: u8,
+    /// `host-gw` or `vxlan`.
+    pub mode: String,
+}
+
+impl Settings {
+    /// The settings of an existing lab.
+    pub fn read(layout: &Layout) -> Option<Settings> {
+        let bytes = std::fs::read(layout.settings_file()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+fn step(out: &mut dyn Write, number: usize, total: usize, text: &str) {
+    let _ = writeln!(out, "[{number}/{total}] {text}");
+    let _ = out.flush();
+}
+
+fn node_object(index: u8) -> Object {
+    Object::Node(Node {
+        metadata: ObjectMeta {
+            name: Some(Layout::node_name(index)),
+            labels: Some(
+                [(
+                    "kubernetes.io/hostname".to_owned(),
+                    Layout::node_name(index),
+                )]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+        status: Some(NodeStatus {
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".to_owned(),
+                    address: Layout::node_ip(index).to_string(),
+                },
+                NodeAddress {
+                    type_: "Hostname".to_owned(),
+                    address: Layout::node_name(index),
+                },
+            ]),
+            ..NodeStatus::default()
+        }),
+    })
+}
+
+/// Starts `args` as a long-running lab process in `ns` unless the one
+/// recorded in `pid_file` still runs; returns whether it was started.
+fn ensure_process(
+    ns: &NetNs,
+    exe: &Path,
+    args: &[String],
+    log: &Path,
+    pid_file: &Path,
+) -> Result<bool, LabError> {
+    if Recorded::read(pid_file).is_some_and(|recorded| recorded.is_alive()) {
+        return Ok(false);
+    }
+    let mut command = Command::new(exe);
+    command.args(args).env("WEFT_LOG", "info");
+    process::spawn(ns, &mut command, log, pid_file)
+        .map_err(LabError::io(format!("starting {}", args.join(" "))))?;
+    Ok(true)
+}
+
+fn read_manifests(files: &[PathBuf]) -> Result<Vec<Manifest>, LabError> {
+    if files.is_empty() {
+        return Ok(vec![Manifest {
+            origin: "(sample app)".to_owned(),
+            text: SAMPLE_APP.to_owned(),
+        }]);
+    }
+    weft_cluster::manifest::read_manifests(files, &mut std::io::empty())
+        .map_err(|err| LabError::Invalid(err.to_string()))
+}
+
+/// Builds (or repairs) the lab: LAN, external host, nodes, CNI plugins,
+/// Node objects, agents and kubelets, then applies `manifests` (the sample
+/// app when empty) and waits for the Pods to be Ready.
+pub fn up(
+    layout: &Layout,
+    nodes: u8,
+    mode: &str,
+    manifests: &[PathBuf],
+    exe: &Path,
+    out: &mut dyn Write,
+) -> Result<(), LabError> {
+    if nodes == 0 || nodes > MAX_NODES {
+        return Err(LabError::Invalid(format!(
+            "--nodes must be 1 to {MAX_NODES}"
+        )));
+    }
+    if !matches!(mode, "host-gw" | "vxlan") {
+        return Err(LabError::Invalid(format!(
+            "--mode must be host-gw or vxlan, not {mode:?}"
+        )));
+    }
+    let wanted = Settings {
+        nodes,
+        mode: mode.to_owned(),
+    };
+    if let Some(existing) = Settings::read(layout).filter(|existing| *existing != wanted) {
+        return Err(LabError::Invalid(format!(
+            "lab {} exists with {} node(s) in {} mode; run `weft lab down --name {}` first",
+            layout.name, existing.nodes, existing.mode, layout.name
+        )));
+    }
+    // Manifests are read (and validated below) before anything is built.
+    let manifests = read_manifests(manifests)?;
+    let started = Instant::now();
+    let total = 7;
+    std::fs::create_dir_all(&layout.dir)
+        .map_err(LabError::io(format!("creating {}", layout.dir.display())))?;
+    let settings =
+        serde_json::to_vec_pretty(&wanted).map_err(|err| LabError::Invalid(err.to_string()))?;
+    std::fs::write(layout.settings_file(), settings).map_err(LabError::io("writing lab.json"))?;
+
+    step(
+        out,
+        1,
+        total,
+        &format!(
+            "underlay: {} with bridge lan0, gateway 192.168.10.1",
+            layout.lan_ns()
+        ),
+    );
+    let lan = topology::ensure_lan(layout)?;
+    step(
+        out,
+        2,
+        total,
+        &format!("external host: {} at {EXTERNAL_IP}", layout.external_ns()),
+    );
+    let external = topology::ensure_external(layout, &lan)?;
+    let external_dir = layout.dir.join("external");
+    ensure_process(
+        &external,
+        exe,
+        &[
+            "serve".into(),
+            "--http".into(),
+            "8080".into(),
+            "--hostname".into(),
+            "external".into(),
+        ],
+        &external_dir.join("serve.log"),
+        &external_dir.join("serve.pid"),
+    )?;
+    step(out, 3, total, &format!("{nodes} node(s), {mode} mode"));
+    for index in 1..=nodes {
+        topology::ensure_node(layout, &lan, index)?;
+        let _ = writeln!(
+            out,
+            "      {} {}",
+            layout.node_ns(index),
+            Layout::node_ip(index)
+        );
+    }
+    step(
+        out,
+        4,
+        total,
+        &format!("CNI plugins into {}", layout.bin_dir().display()),
+    );
+    let installed = Command::new(exe)
+        .args(["cni", "install", "--force", "--bin-dir"])
+        .arg(layout.bin_dir())
+        .output()
+        .map_err(LabError::io("running weft cni install"))?;
+    if !installed.status.success() {
+        return Err(LabError::Invalid(format!(
+            "weft cni install failed: {}",
+            String::from_utf8_lossy(&installed.stderr)
+        )));
+    }
+    step(out, 5, total, "Node objects into the store");
+    let store = Store::open(layout.store_dir())?;
+    store.apply_objects((1..=nodes).map(node_object).collect())?;
+    step(out, 6, total, "agents and kubelets");
+    let store_arg = layout.store_dir().display().to_string();
+    for index in 1..=nodes {
+        let node = Layout::node_name(index);
+        let node_dir = layout.node_dir(&node);
+        let node_ns = NetNs::open(&layout.node_ns(index))?;
+        let agent = ensure_process(
+            &node_ns,
+            exe,
+            &[
+                "agent".into(),
+                "--store".into(),
+                store_arg.clone(),
+                "--node".into(),
+                node.clone(),
+                "--mode".into(),
+                mode.to_owned(),
+                "--cni-conf-dir".into(),
+                layout.cni_conf_dir(&node).display().to_string(),
+                "--ipam-data-dir".into(),
+                layout.ipam_dir(&node).display().to_string(),
+            ],
+            &node_dir.join("agent.log"),
+            &node_dir.join("agent.pid"),
+        )?;
+        let kubelet = ensure_process(
+            &NetNs::current(),
+            exe,
+            &[
+                "lab".into(),
+                "kubelet".into(),
+                "--name".into(),
+                layout.name.clone(),
+                "--node-index".into(),
+                index.to_string(),
+                "--state-root".into(),
+                layout
+                    .dir
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .display()
+                    .to_string(),
+            ],
+            &node_dir.join("kubelet.log"),
+            &node_dir.join("kubelet.pid"),
+        )?;
+        let what = |started: bool| if started { "started" } else { "running" };
+        let _ = writeln!(
+            out,
+            "      {node}: agent {}, kubelet {}",
+            what(agent),
+            what(kubelet)
+        );
+    }
+    step(out, 7, total, "manifests");
+    for change in store.apply(&manifests)? {
+        let _ = writeln!(out, "      {}: {:?}", change.key, change.action);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = store.list(Kind::Pod, None)?;
+        let ready = pods
+            .iter()
+            .filter(|object| matches!(object, Object::Pod(pod) if pod_is_ready(pod)))
+            .count();
+        if ready == pods.len() {
+            let _ = writeln!(out, "      {ready}/{} pods ready", pods.len());
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Invalid(format!(
+                "only {ready}/{} pods became ready within 60 s; see `weft lab logs kubelet --name {}`",
+                pods.len(),
+                layout.name
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = writeln!(
+        out,
+        "lab {} is up in {:.1} s",
+        layout.name,
+        started.elapsed().as_secs_f64()
+    );
+    status(layout, out)
+}
+
+/// Stops every process the lab recorded, removes every namespace named
+/// `weft-<lab>-…`, the pods' `/etc/netns` files and the state directory.
+/// Goes on past errors and reports them all at the end.
+pub fn down(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
+    let mut problems = Vec::new();
+    let grace = Duration::from_secs(2);
+    let nodes_dir = layout.dir.join("nodes");
+    let node_dirs: Vec<PathBuf> = std::fs::read_dir(&nodes_dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut stopped = 0;
+    // Kubelets first, so nothing restarts pods while they go.
+    for name in ["kubelet.pid", "agent.pid"] {
+        for dir in &node_dirs {
+            if Recorded::read(&dir.join(name)).is_some_and(|recorded| recorded.stop(grace)) {
+                stopped += 1;
+            }
+        }
+    }
+    if Recorded::read(&layout.dir.join("external").join("serve.pid"))
+        .is_some_and(|recorded| recorded.stop(grace))
+    {
+        stopped += 1;
+    }
+    let pods = PodState::all(layout);
+    for pod in &pods {
+        // The node namespaces go below, taking the pods' veths and the
+        // kernel state with them; only the host-local files need CNI DEL's
+        // care, and the state dir holding them is removed too.
+        teardown(layout, None, pod);
+    }
+    let _ = writeln!(
+        out,
+        "stopped {stopped} lab process(es) and {} pod(s)",
+        pods.len()
+    );
+    let namespaces = topology::lab_namespaces(layout)?;
+    for name in &namespaces {
+        if let Err(err) = NetNs::delete_if_exists(name) {
+            problems.push(format!("deleting namespace {name}: {err}"));
+        }
+        let _ = std::fs::remove_dir_all(layout.etc_netns(name));
+    }
+    let _ = writeln!(out, "deleted {} namespace(s)", namespaces.len());
+    match std::fs::remove_dir_all(&layout.dir) {
+        Ok(()) => {
+            let _ = writeln!(out, "removed {}", layout.dir.display());
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => problems.push(format!("removing {}: {err}", layout.dir.display())),
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Invalid(problems.join("; ")))
+    }
+}
+
+/// Nodes, pods and Services in tables.
+pub fn status(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
+    let Some(settings) = Settings::read(layout) else {
+        return Err(LabError::Invalid(format!(
+            "no lab named {} (run `weft lab up`)",
+            layout.name
+        )));
+    };
+    let store = Store::open(layout.store_dir())?;
+    let write = |out: &mut dyn Write, line: String| {
+        let _ = writeln!(out, "{line}");
+    };
+    write(
+        out,
+        format!(
+            "lab {} ({} nodes, {} mode)",
+            layout.name, settings.nodes, settings.mode
+        ),
+    );
+    write(out, String::new());
+    write(
+        out,
+        format!(
+            "{:<10} {:<16} {:<16} {:<8}",
+            "NODE", "ADDRESS", "POD-CIDR", "AGENT"
+        ),
+    );
+    for object in store.list(Kind::Node, None)? {
+        let Object::Node(node) = object else { continue };
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let address = node
+            .status
+            .as_ref()
+            .and_then(|status| status.addresses.as_ref())
+            .and_then(|addresses| addresses.iter().find(|a| a.type_ == "InternalIP"))
+            .map(|a| a.address.clone())
+            .unwrap_or_default();
+        let cidr = node
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.pod_cidr.clone())
+            .unwrap_or_default();
+        let agent =
+            Recorded::read(&layout.node_dir(&name).join("agent.pid")).is_some_and(|r| r.is_alive());
+        write(
+            out,
+            format!(
+                "{name:<10} {address:<16} {cidr:<16} {:<8}",
+                if agent { "running" } else { "STOPPED" }
+            ),
+        );
+    }
+    write(out, String::new());
+    write(
+        out,
+        format!("{:<24} {:<10} {:<16} {:<6}", "POD", "NODE", "IP", "READY"),
+    );
+    for object in store.list(Kind::Pod, None)? {
+        let Object::Pod(pod) = object else { continue };
+        let name = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.node_name.clone())
+            .unwrap_or_else(|| "<none>".into());
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|status| status.pod_ip.clone())
+            .unwrap_or_else(|| "<none>".into());
+        write(
+            out,
+            format!(
+                "{name:<24} {node:<10} {ip:<16} {:<6}",
+                if pod_is_ready(&pod) { "yes" } else { "no" }
+            ),
+        );
+    }
+    write(out, String::new());
+    write(
+        out,
+        format!("{:<24} {:<16} {:<30}", "SERVICE", "CLUSTER-IP", "PORTS"),
+    );
+    for object in store.list(Kind::Service, None)? {
+        let Object::Service(service) = object else {
+            continue;
+        };
+        let name = format!(
+            "{}/{}",
+            service.metadata.namespace.as_deref().unwrap_or_default(),
+            service.metadata.name.as_deref().unwrap_or_default()
+        );
+        let spec = service.spec.unwrap_or_default();
+        let ports: Vec<String> = spec
+            .ports
+            .unwrap_or_default()
+            .iter()
+            .map(|port| match port.node_port {
+                Some(node_port) => format!(
+                    "{}:{}/{}",
+                    port.port,
+                    node_port,
+                    port.protocol.as_deref().unwrap_or("TCP")
+                ),
+                None => format!(
+                    "{}/{}",
+                    port.port,
+                    port.protocol.as_deref().unwrap_or("TCP")
+                ),
+            })
+            .collect();
+        write(
+            out,
+            format!(
+                "{name:<24} {:<16} {:<30}",
+                spec.cluster_ip.unwrap_or_default(),
+                ports.join(",")
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Prints a component's log: `agent`, `kubelet` (every node's, or
+/// `agent/node-2`), or a pod `NAMESPACE/NAME`.
+pub fn logs(layout: &Layout, component: &str, out: &mut dyn Write) -> Result<(), LabError> {
+    let (kind, node) = component.split_once('/').unwrap_or((component, ""));
+    let files: Vec<PathBuf> = match kind {
+        "agent" | "kubelet" => {
+            let nodes_dir = layout.dir.join("nodes");
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir(&nodes_dir)
+                .map_err(LabError::io(format!("reading {}", nodes_dir.display())))?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|dir| node.is_empty() || dir.file_name().is_some_and(|name| name == node))
+                .collect();
+            dirs.sort();
+            dirs.into_iter()
+                .map(|dir| dir.join(format!("{kind}.log")))
+                .collect()
+        }
+        namespace => vec![layout.pods_dir().join(format!("{namespace}_{node}.log"))],
+    };
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(LabError::io(format!("reading {}", file.display())))?;
+        let _ = writeln!(out, "==> {} <==", file.display());
+        let _ = out.write_all(text.as_bytes());
+    }
+    Ok(())
+}

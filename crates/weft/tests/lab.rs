@@ -1,0 +1,271 @@
+//! `weft lab` end to end, in each pod network mode: a 3-node lab comes up,
+//! `lab check` passes every row, a second `lab up` changes nothing, a
+//! deleted pod loses its namespace, a deleted node disappears from its
+//! peers' routes (and FDB in vxlan mode), and `lab down` leaves nothing of
+//! the lab behind while another lab's namespace stays untouched.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use weft_linux::{NetNs, Netlink};
+use weft_testhost::require_root;
+
+const APP: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: a, labels: {app: web}}
+spec: {containers: [{name: web, image: agnhost, ports: [{name: http, containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, labels: {app: web}}
+spec: {containers: [{name: web, image: agnhost, ports: [{name: http, containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, labels: {app: web}}
+spec: {containers: [{name: web, image: agnhost, ports: [{name: http, containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: d, labels: {app: web}}
+spec: {containers: [{name: web, image: agnhost, ports: [{name: http, containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http, nodePort: 30080}]
+"#;
+
+struct Lab<'a> {
+    name: String,
+    root: &'a Path,
+}
+
+impl Lab<'_> {
+    fn weft(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+        command.args(args);
+        if matches!(args, ["lab", "apply" | "delete" | "get", ..]) {
+            command.args([
+                "--store",
+                self.root.join(&self.name).join("store").to_str().unwrap(),
+            ]);
+        } else {
+            command.args([
+                "--name",
+                &self.name,
+                "--state-root",
+                self.root.to_str().unwrap(),
+            ]);
+        }
+        command.output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.weft(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "weft {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        let prefix = format!("weft-{}-", self.name);
+        NetNs::list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    }
+}
+
+impl Drop for Lab<'_> {
+    fn drop(&mut self) {
+        // Also on a failing test: nothing of the lab may stay.
+        let _ = self.weft(&["lab", "down"]);
+    }
+}
+
+fn eventually(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn lab_scenario(mode: &str) {
+    let root = tempfile::tempdir().unwrap();
+    let tag = if mode == "vxlan" { "v" } else { "h" };
+    let lab = Lab {
+        name: format!("e2e{tag}{}", std::process::id() % 100_000),
+        root: root.path(),
+    };
+    // Another lab's namespace, which this lab must leave alone.
+    let bystander = format!("weft-other{tag}{}-node-1", std::process::id() % 100_000);
+    NetNs::create(&bystander).unwrap();
+
+    let app = root.path().join("app.yaml");
+    std::fs::write(&app, APP).unwrap();
+    let up = lab.ok(&[
+        "lab",
+        "up",
+        "--nodes",
+        "3",
+        "--mode",
+        mode,
+        "-f",
+        app.to_str().unwrap(),
+    ]);
+    assert!(up.contains("4/4 pods ready"), "{up}");
+
+    let check = lab.ok(&["lab", "check"]);
+    assert!(
+        !check.contains("FAIL") && !check.contains("skipped"),
+        "{check}"
+    );
+    for path in [
+        "pod -> pod, same node",
+        "pod -> pod, across nodes",
+        "pod -> ClusterIP",
+        "pod -> own Service (hairpin)",
+        "external -> NodePort",
+        "pod -> outside (masqueraded)",
+    ] {
+        assert!(
+            check
+                .lines()
+                .any(|line| line.starts_with(path) && line.contains("ok:")),
+            "{path}:\n{check}"
+        );
+    }
+    assert_eq!(check.matches("external -> NodePort").count(), 3, "{check}");
+
+    let again = lab.ok(&[
+        "lab",
+        "up",
+        "--nodes",
+        "3",
+        "--mode",
+        mode,
+        "-f",
+        app.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.contains("started") && !again.contains("Created"),
+        "second up changed something:\n{again}"
+    );
+
+    // A pod goes: its namespace goes.
+    let pod_ns = format!("weft-{}-pod-default-a", lab.name);
+    assert!(lab.namespaces().contains(&pod_ns));
+    let pod = root.path().join("pod.yaml");
+    std::fs::write(&pod, "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n").unwrap();
+    lab.ok(&["lab", "delete", "-f", pod.to_str().unwrap()]);
+    eventually(10, "the deleted pod's namespace to go", || {
+        !lab.namespaces().contains(&pod_ns)
+    });
+
+    // A node goes: its peers forget its pod subnet.
+    let node_3 = NetNs::open(&format!("weft-{}-node-3", lab.name)).unwrap();
+    let subnet_3 = Netlink::in_namespace(&node_3)
+        .unwrap()
+        .addresses(Some("cni0"))
+        .unwrap()
+        .first()
+        .map(|address| address.net.trunc())
+        .unwrap();
+    let node = root.path().join("node.yaml");
+    std::fs::write(
+        &node,
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-3}\n",
+    )
+    .unwrap();
+    lab.ok(&["lab", "delete", "-f", node.to_str().unwrap()]);
+    let node_1 = NetNs::open(&format!("weft-{}-node-1", lab.name)).unwrap();
+    eventually(5, "peers to drop the departed node's routes", || {
+        let mut netlink = Netlink::in_namespace(&node_1).unwrap();
+        let routed = netlink
+            .routes(None)
+            .unwrap()
+            .iter()
+            .any(|route| route.dst == subnet_3);
+        let fdb = mode == "vxlan"
+            && netlink
+                .fdb_entries("weft.vxlan")
+                .unwrap()
+                .iter()
+                .any(|entry| entry.dst == Some("192.168.10.13".parse().unwrap()));
+        !routed && !fdb
+    });
+
+    let down = lab.ok(&["lab", "down"]);
+    assert!(down.contains("deleted"), "{down}");
+    assert!(
+        lab.namespaces().is_empty(),
+        "left behind: {:?}",
+        lab.namespaces()
+    );
+    assert!(!root.path().join(&lab.name).exists());
+    assert!(
+        NetNs::list().unwrap().contains(&bystander),
+        "another lab's namespace was removed"
+    );
+    NetNs::delete(&bystander).unwrap();
+}
+
+#[test]
+fn lab_in_host_gw_mode_passes_every_check_and_cleans_up() {
+    require_root!();
+    lab_scenario("host-gw");
+}
+
+#[test]
+fn lab_in_vxlan_mode_passes_every_check_and_cleans_up() {
+    require_root!();
+    lab_scenario("vxlan");
+}
+
+#[test]
+fn an_invalid_manifest_fails_lab_apply_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let lab = Lab {
+        name: "badinput".into(),
+        root: root.path(),
+    };
+    let good = root.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\nspec: {ports: [{port: 80}]}\n",
+    )
+    .unwrap();
+    lab.ok(&["lab", "apply", "-f", good.to_str().unwrap()]);
+    let bad = root.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: fine}\nspec: {ports: [{port: 81}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: broken}\nspec: {ports: [{port: 70000}]}\n",
+    )
+    .unwrap();
+    let output = lab.weft(&["lab", "apply", "-f", bad.to_str().unwrap()]);
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        error.contains("bad.yaml") && error.contains("document 2") && error.contains("port"),
+        "{error}"
+    );
+    let services = lab.ok(&["lab", "get", "services"]);
+    assert!(
+        services.contains("ok") && !services.contains("fine"),
+        "{services}"
+    );
+}
