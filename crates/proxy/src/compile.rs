@@ -494,7 +494,9 @@ fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, config: &ProxyCo
                 Some("external traffic, cluster policy".into()),
             );
         }
-        if external == internal && !internal.is_empty() {
+        // The service chain masquerades sources outside the cluster CIDR:
+        // right for Cluster policy (marked above anyway), wrong for Local.
+        if external == internal && !internal.is_empty() && !port.external_local {
             rs.rule(&ext_chain, vec![Expr::goto(svc_chain.clone())], None);
         } else {
             balance(

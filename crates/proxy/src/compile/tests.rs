@@ -217,6 +217,19 @@ fn local_external_policy_uses_only_local_endpoints_and_keeps_the_source() {
 }
 
 #[test]
+fn local_external_policy_never_passes_through_the_masquerading_service_chain() {
+    // All endpoints local: the external and internal endpoint sets are equal.
+    let mut port = web(vec![ep("10.244.1.5", 8080, "node-1")]);
+    port.node_port = Some(30080);
+    port.external_local = true;
+    let rs = compile(Family::Ip, &[port], &config());
+    for rule in &rs.rules[EXT] {
+        assert!(!rule.exprs.contains(&Expr::goto(SVC)), "{rule:?}");
+        assert!(!rule.exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE)), "{rule:?}");
+    }
+}
+
+#[test]
 fn local_internal_policy_without_local_endpoints_rejects_cluster_ip_traffic() {
     let mut port = web(vec![ep("10.244.2.5", 8080, "node-2")]);
     port.internal_local = true;
