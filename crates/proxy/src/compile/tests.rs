@@ -225,7 +225,10 @@ fn local_external_policy_never_passes_through_the_masquerading_service_chain() {
     let rs = compile(Family::Ip, &[port], &config());
     for rule in &rs.rules[EXT] {
         assert!(!rule.exprs.contains(&Expr::goto(SVC)), "{rule:?}");
-        assert!(!rule.exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE)), "{rule:?}");
+        assert!(
+            !rule.exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE)),
+            "{rule:?}"
+        );
     }
 }
 
