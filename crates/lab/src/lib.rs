@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod cni;
+pub mod diagram;
 pub mod exec;
 pub mod kubelet;
 pub mod layout;

@@ -112,6 +112,15 @@ enum LabCommand {
         /// agent, kubelet, agent/NODE, kubelet/NODE or NAMESPACE/POD.
         component: String,
     },
+    /// Write an SVG picture of the lab's topology: LAN, nodes, bridges, pods
+    /// with their IPs, Services.
+    Diagram {
+        #[command(flatten)]
+        lab: LabName,
+        /// Output file; standard output when absent.
+        #[arg(short = 'o', long)]
+        output: Option<std::path::PathBuf>,
+    },
     /// The lab kubelet of one node (started by `lab up`).
     #[command(hide = true)]
     Kubelet {
@@ -243,6 +252,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     command,
                 } => {
                     weft_lab::exec::exec(&lab.layout()?, &namespace, &pod, &command)?;
+                }
+                LabCommand::Diagram { lab, output } => {
+                    let svg =
+                        weft_lab::diagram::render(&weft_lab::diagram::picture(&lab.layout()?)?);
+                    match output {
+                        Some(path) => std::fs::write(&path, svg)?,
+                        None => {
+                            use std::io::Write as _;
+                            out.write_all(svg.as_bytes())?;
+                        }
+                    }
                 }
                 LabCommand::Logs { lab, component } => {
                     weft_lab::logs(&lab.layout()?, &component, &mut out)?

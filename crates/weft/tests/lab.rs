@@ -151,6 +151,19 @@ fn lab_scenario(mode: &str) {
     }
     assert_eq!(check.matches("external -> NodePort").count(), 3, "{check}");
 
+    let svg = lab.ok(&["lab", "diagram"]);
+    assert!(svg.starts_with("<svg"), "{svg}");
+    for text in [
+        "node-1",
+        "node-3",
+        "192.168.10.13",
+        "default/d",
+        "NodePort 30080",
+        mode,
+    ] {
+        assert!(svg.contains(text), "{text} missing from the diagram");
+    }
+
     let again = lab.ok(&[
         "lab",
         "up",
