@@ -10,11 +10,17 @@
 //!   (`@service-nodeports`). Cost does not grow with the number of Services.
 //! - Each Service port has a chain `svc-<ns>/<name>/<proto>/<port>` that
 //!   marks traffic from outside the cluster CIDR for masquerade and picks an
-//!   endpoint: `numgen random mod N` looked up in the map
-//!   `eps-…` (index → address . port), then `dnat` to it — one chain, one
-//!   map, N elements per Service port, no chain per endpoint. Session
-//!   affinity uses kube-proxy's shape instead: a chain and a timed set of
-//!   client addresses per endpoint.
+//!   endpoint. Up to [`BALANCE_BY_RULES_UP_TO`] endpoints, one rule per
+//!   endpoint: `numgen random mod (N-i) == 0` then `dnat` to endpoint `i`
+//!   (the last one unconditionally), kube-proxy's probabilities without its
+//!   chain per endpoint. More endpoints: `numgen random mod N` looked up in
+//!   the map `eps-…` (index → address . port), then `dnat`. Not a set per
+//!   Service: the kernel finds a set by name by walking the table's list of
+//!   sets, so a set per Service made loading 30,000 Services quadratic (tens
+//!   of seconds), and one map shared by every Service is no better (adding
+//!   an element to a map walks the list of rules using it). Session
+//!   affinity uses kube-proxy's shape: a chain and a timed set of client
+//!   addresses per endpoint.
 //! - External traffic (NodePort, external and LB IPs) enters through
 //!   `ext-…`, which masquerades for `externalTrafficPolicy: Cluster` and uses
 //!   only local endpoints for `Local` (client address preserved).
@@ -26,7 +32,7 @@
 //!   pod reaching itself through its Service: `ip saddr . ip daddr` in
 //!   `@hairpin`), with `fully-random` port allocation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -62,7 +68,8 @@ pub struct Ruleset {
     pub rules: BTreeMap<String, Vec<Rule>>,
     /// Every set and map by name.
     pub sets: BTreeMap<String, Set>,
-    /// Elements of each set or map.
+    /// Elements of each set or map, each at most once (the syncer's diff
+    /// relies on it).
     pub elements: BTreeMap<String, Vec<Element>>,
 }
 
@@ -95,10 +102,38 @@ impl Ruleset {
         self.sets.insert(set.name.clone(), set);
     }
 
+    /// Appends an element; duplicates are removed once, at the end of
+    /// [`compile`] (a linear `contains` here made compiling 30,000 Services
+    /// quadratic: `@hairpin` alone has an element per endpoint).
     fn element(&mut self, set: &str, element: Element) {
-        let elements = self.elements.entry(set.to_owned()).or_default();
-        if !elements.contains(&element) {
-            elements.push(element);
+        match self.elements.get_mut(set) {
+            Some(elements) => elements.push(element),
+            None => {
+                self.elements.insert(set.to_owned(), vec![element]);
+            }
+        }
+    }
+
+    /// Drops repeated elements of every set, keeping each first occurrence
+    /// in place.
+    fn dedup_elements(&mut self) {
+        for elements in self.elements.values_mut() {
+            let keep: Vec<bool> = {
+                let mut seen = HashSet::with_capacity(elements.len());
+                elements
+                    .iter()
+                    .map(|element| seen.insert(element))
+                    .collect()
+            };
+            if keep.iter().all(|kept| *kept) {
+                continue;
+            }
+            let mut index = 0;
+            elements.retain(|_| {
+                let kept = keep.get(index).copied().unwrap_or(true);
+                index += 1;
+                kept
+            });
         }
     }
 
@@ -200,6 +235,13 @@ impl Fam {
     }
 }
 
+fn address_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    }
+}
+
 fn value(ip: IpAddr) -> Value {
     match ip {
         IpAddr::V4(ip) => Value::Ipv4(ip),
@@ -208,12 +250,17 @@ fn value(ip: IpAddr) -> Value {
 }
 
 const SERVICE_IPS: &str = "service-ips";
+/// Service ports with at most this many endpoints pick one with a rule per
+/// endpoint; larger ones look the pick up in a map of their own.
+pub const BALANCE_BY_RULES_UP_TO: usize = 16;
 const SERVICE_NODEPORTS: &str = "service-nodeports";
 const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 const FIREWALL_IPS: &str = "firewall-ips";
 const CLUSTER_IPS: &str = "cluster-ips";
-const HAIRPIN: &str = "hairpin";
+/// Every endpoint of the family, as (address . address): masqueraded when a
+/// pod reaches itself through its Service.
+pub const HAIRPIN: &str = "hairpin";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 const REJECT_CHAIN: &str = "reject-chain";
 
@@ -226,6 +273,7 @@ pub fn compile(family: Family, ports: &[ServicePort], config: &ProxyConfig) -> R
     for port in ports {
         compile_port(&mut rs, fam, port, config);
     }
+    rs.dedup_elements();
     rs
 }
 
@@ -606,13 +654,45 @@ fn balance(
     comment: &Option<String>,
 ) {
     let count = u32::try_from(endpoints.len()).unwrap_or(u32::MAX);
-    let pick = Expr::Numgen {
-        dreg: Reg::R0,
+    let pick = |dreg: Reg| Expr::Numgen {
+        dreg,
         modulus: count,
         kind: NumgenKind::Random,
         offset: 0,
     };
     match affinity {
+        None if endpoints.len() <= BALANCE_BY_RULES_UP_TO => {
+            // Rule i takes 1 in (N - i) of what reaches it: each endpoint
+            // gets 1 in N. `dnat` ends the evaluation.
+            let addr = Reg::R1;
+            let port = addr.offset(fam.addr_regs());
+            let count = endpoints.len();
+            for (index, endpoint) in endpoints.iter().enumerate() {
+                let mut exprs = Vec::with_capacity(5);
+                let remaining = u32::try_from(count - index).unwrap_or(u32::MAX);
+                if remaining > 1 {
+                    exprs.push(Expr::Numgen {
+                        dreg: Reg::R0,
+                        modulus: remaining,
+                        kind: NumgenKind::Random,
+                        offset: 0,
+                    });
+                    exprs.push(Expr::cmp_eq(Reg::R0, 0u32.to_ne_bytes()));
+                }
+                exprs.extend([
+                    Expr::Immediate {
+                        dreg: addr,
+                        data: address_bytes(endpoint.ip),
+                    },
+                    Expr::Immediate {
+                        dreg: port,
+                        data: endpoint.port.to_be_bytes().to_vec(),
+                    },
+                    fam.dnat(addr, port),
+                ]);
+                rs.rule(chain, exprs, comment.clone());
+            }
+        }
         None => {
             rs.set(Set::map(
                 map,
@@ -633,7 +713,11 @@ fn balance(
             let port = addr.offset(fam.addr_regs());
             rs.rule(
                 chain,
-                vec![pick, Expr::map(map, Reg::R0, addr), fam.dnat(addr, port)],
+                vec![
+                    pick(Reg::R0),
+                    Expr::map(map, Reg::R0, addr),
+                    fam.dnat(addr, port),
+                ],
                 comment.clone(),
             );
         }
@@ -649,10 +733,7 @@ fn balance(
                         .dynamic(),
                 );
                 rs.chain(Chain::regular(&endpoint_chain));
-                let addr_data = match endpoint.ip {
-                    IpAddr::V4(ip) => ip.octets().to_vec(),
-                    IpAddr::V6(ip) => ip.octets().to_vec(),
-                };
+                let addr_data = address_bytes(endpoint.ip);
                 let port_reg = Reg::R1.offset(fam.addr_regs());
                 rs.rule(
                     &endpoint_chain,
@@ -693,7 +774,7 @@ fn balance(
             }
             rs.rule(
                 chain,
-                vec![pick, Expr::vmap(&vmap, Reg::R0)],
+                vec![pick(Reg::R0), Expr::vmap(&vmap, Reg::R0)],
                 comment.clone(),
             );
         }

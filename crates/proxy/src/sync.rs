@@ -7,109 +7,175 @@
 //! table from scratch in the same transaction, so the kernel never holds a
 //! mix of an old and a new ruleset.
 
-use std::collections::{BTreeSet, HashSet};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use weft_nft::{Element, ElementData, Nft, Transaction, Value};
+use weft_nft::{Element, Nft, Transaction, Value};
 
-use crate::compile::Ruleset;
+use crate::compile::{HAIRPIN, Ruleset};
 
 /// The transaction that turns `old` into `new`. With no `old`, or when a
 /// set changed its definition, the whole table is recreated.
 pub fn diff(old: Option<&Ruleset>, new: &Ruleset) -> Transaction {
+    transaction(old, new).0
+}
+
+/// [`diff`], and whether it recreates the table.
+fn transaction(old: Option<&Ruleset>, new: &Ruleset) -> (Transaction, bool) {
     let mut tx = Transaction::new();
     let Some(old) = old.filter(|old| compatible(old, new)) else {
         full(&mut tx, new);
-        return tx;
+        return (tx, true);
     };
     let table = &new.table;
+    // Maps are walked side by side (both are sorted by name): one name
+    // comparison per chain instead of a lookup per chain and per step.
 
     // 1. New chains and sets first: elements and rules below refer to them.
-    for (name, chain) in &new.chains {
-        if !old.chains.contains_key(name) {
-            tx.add_chain(table, chain.clone());
+    let mut gone_chains = Vec::new();
+    for (name, was, is) in side_by_side(&old.chains, &new.chains) {
+        match (was, is) {
+            (None, Some(chain)) => {
+                tx.add_chain(table, chain.clone());
+            }
+            (Some(_), None) => gone_chains.push(name),
+            _ => {}
         }
     }
-    for (name, set) in &new.sets {
-        if !old.sets.contains_key(name) {
-            tx.add_set(table, set.clone());
+    let mut gone_sets = Vec::new();
+    for (name, was, is) in side_by_side(&old.sets, &new.sets) {
+        match (was, is) {
+            (None, Some(set)) => {
+                tx.add_set(table, set.clone());
+            }
+            (Some(_), None) => gone_sets.push(name),
+            _ => {}
         }
     }
     // 2. Stale elements out (they may point at chains deleted below).
-    for (name, old_elements) in &old.elements {
+    let mut fresh_by_set = Vec::new();
+    for (name, was, is) in side_by_side(&old.elements, &new.elements) {
         if !new.sets.contains_key(name) {
             continue; // the whole set goes
         }
-        let wanted: HashSet<&Element> = new.elements.get(name).into_iter().flatten().collect();
-        let stale: Vec<Element> = old_elements
-            .iter()
-            .filter(|element| !wanted.contains(element))
-            .cloned()
-            .collect();
+        let (stale, fresh) = changes(
+            was.map(Vec::as_slice).unwrap_or_default(),
+            is.map(Vec::as_slice).unwrap_or_default(),
+        );
         tx.delete_elements(table, name, stale);
+        fresh_by_set.push((name, fresh));
     }
     // 3. Chains whose rules changed are flushed; removed ones too.
     let mut rewritten = Vec::new();
-    for (name, rules) in &new.rules {
-        match old.rules.get(name) {
-            Some(old_rules) if old_rules == rules => {}
-            Some(_) => {
+    for (name, was, is) in side_by_side(&old.rules, &new.rules) {
+        match (was, is) {
+            (Some(old_rules), Some(rules)) if old_rules != rules => {
                 tx.flush_chain(table, name);
-                rewritten.push(name);
+                rewritten.push(rules);
             }
-            None => rewritten.push(name),
+            (None, Some(rules)) => rewritten.push(rules),
+            _ => {}
         }
     }
-    for name in old.chains.keys() {
-        if !new.chains.contains_key(name) {
-            tx.flush_chain(table, name);
-        }
+    for name in &gone_chains {
+        tx.flush_chain(table, *name);
     }
     // 4. New elements in.
-    for (name, new_elements) in &new.elements {
-        let had: HashSet<&Element> = old.elements.get(name).into_iter().flatten().collect();
-        let fresh: Vec<Element> = new_elements
-            .iter()
-            .filter(|element| !had.contains(element))
-            .cloned()
-            .collect();
+    for (name, fresh) in fresh_by_set {
         tx.add_elements(table, name, fresh);
     }
     // 5. Rules of new and changed chains.
-    for name in rewritten {
-        for rule in new.rules.get(name).into_iter().flatten() {
+    for rules in rewritten {
+        for rule in rules {
             tx.add_rule(table, rule.clone());
         }
     }
     // 6. Sets, then chains, that are gone.
-    for name in old.sets.keys() {
-        if !new.sets.contains_key(name) {
-            tx.delete_set(table, name);
-        }
+    for name in gone_sets {
+        tx.delete_set(table, name);
     }
-    for name in old.chains.keys() {
-        if !new.chains.contains_key(name) {
-            tx.delete_chain(table, name);
-        }
+    for name in gone_chains {
+        tx.delete_chain(table, name);
     }
-    tx
+    (tx, false)
+}
+
+/// The entries of two maps in name order, side by side: (name, in `old`,
+/// in `new`).
+fn side_by_side<'a, V>(
+    old: &'a BTreeMap<String, V>,
+    new: &'a BTreeMap<String, V>,
+) -> impl Iterator<Item = (&'a String, Option<&'a V>, Option<&'a V>)> {
+    let mut old = old.iter().peekable();
+    let mut new = new.iter().peekable();
+    std::iter::from_fn(move || {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((was, _)), Some((is, _))) => was.cmp(is),
+        };
+        Some(match order {
+            Ordering::Less => old.next().map(|(name, value)| (name, Some(value), None))?,
+            Ordering::Greater => new.next().map(|(name, value)| (name, None, Some(value)))?,
+            Ordering::Equal => {
+                let (name, was) = old.next()?;
+                let (_, is) = new.next()?;
+                (name, Some(was), Some(is))
+            }
+        })
+    })
+}
+
+/// The elements of `old` that `new` lacks (to delete) and those of `new`
+/// that `old` lacks (to add). Elements of a set never repeat, and both lists
+/// come from the same deterministic compiler, so the common prefix and
+/// suffix are skipped by comparison and only the window between them is
+/// hashed: one endpoint change in a map of 150,000 elements costs a scan,
+/// not two hash tables of the whole map.
+fn changes(old: &[Element], new: &[Element]) -> (Vec<Element>, Vec<Element>) {
+    let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let (old, new) = (&old[prefix..], &new[prefix..]);
+    let suffix = old
+        .iter()
+        .rev()
+        .zip(new.iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (old, new) = (&old[..old.len() - suffix], &new[..new.len() - suffix]);
+    if old.is_empty() || new.is_empty() {
+        return (old.to_vec(), new.to_vec());
+    }
+    let in_old: HashSet<&Element> = old.iter().collect();
+    let in_new: HashSet<&Element> = new.iter().collect();
+    let stale = old
+        .iter()
+        .filter(|element| !in_new.contains(element))
+        .cloned()
+        .collect();
+    let fresh = new
+        .iter()
+        .filter(|element| !in_old.contains(element))
+        .cloned()
+        .collect();
+    (stale, fresh)
 }
 
 /// Whether `new` can be reached from `old` incrementally: same table, and
 /// every set present in both has the same definition, every chain present
 /// in both the same hook.
 fn compatible(old: &Ruleset, new: &Ruleset) -> bool {
+    fn same_where_both<V: PartialEq>(entry: (&String, Option<&V>, Option<&V>)) -> bool {
+        match entry {
+            (_, Some(was), Some(is)) => was == is,
+            _ => true,
+        }
+    }
     old.table == new.table
-        && new
-            .sets
-            .iter()
-            .all(|(name, set)| old.sets.get(name).is_none_or(|old_set| old_set == set))
-        && new.chains.iter().all(|(name, chain)| {
-            old.chains
-                .get(name)
-                .is_none_or(|old_chain| old_chain == chain)
-        })
+        && side_by_side(&old.sets, &new.sets).all(same_where_both)
+        && side_by_side(&old.chains, &new.chains).all(same_where_both)
 }
 
 fn full(tx: &mut Transaction, new: &Ruleset) {
@@ -131,33 +197,31 @@ fn full(tx: &mut Transaction, new: &Ruleset) {
     }
 }
 
-/// Every endpoint address a ruleset sends traffic to (from its maps).
-fn endpoint_addresses(ruleset: &Ruleset) -> BTreeSet<IpAddr> {
-    let mut addresses = BTreeSet::new();
-    for (name, elements) in &ruleset.elements {
-        if !name.starts_with("eps-") {
-            continue;
-        }
-        for element in elements {
-            if let Some(ElementData::Value(values)) = &element.data {
-                match values.first() {
-                    Some(Value::Ipv4(ip)) => addresses.insert(IpAddr::V4(*ip)),
-                    Some(Value::Ipv6(ip)) => addresses.insert(IpAddr::V6(*ip)),
-                    _ => false,
-                };
-            }
-        }
-    }
-    // Affinity endpoints appear in their chain names' immediates; the hairpin
-    // set lists every endpoint of the family anyway.
-    for element in ruleset.elements.get("hairpin").into_iter().flatten() {
-        match element.key.first() {
-            Some(Value::Ipv4(ip)) => addresses.insert(IpAddr::V4(*ip)),
-            Some(Value::Ipv6(ip)) => addresses.insert(IpAddr::V6(*ip)),
-            _ => false,
-        };
-    }
+/// Endpoint addresses `old` sent traffic to and `new` does not. The
+/// `hairpin` set lists every endpoint of the family (those in
+/// `@service-endpoints` and the affinity chains included), so these are the
+/// addresses of its elements that went.
+fn gone_endpoints(old: &Ruleset, new: &Ruleset) -> Vec<IpAddr> {
+    let (gone, _) = changes(hairpin(old), hairpin(new));
+    let mut addresses: Vec<IpAddr> = gone
+        .iter()
+        .filter_map(|element| match element.key.first() {
+            Some(Value::Ipv4(ip)) => Some(IpAddr::V4(*ip)),
+            Some(Value::Ipv6(ip)) => Some(IpAddr::V6(*ip)),
+            _ => None,
+        })
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
     addresses
+}
+
+fn hairpin(ruleset: &Ruleset) -> &[Element] {
+    ruleset
+        .elements
+        .get(HAIRPIN)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// What one sync did.
@@ -227,11 +291,7 @@ impl Syncer {
     /// Makes the kernel hold `desired`.
     pub fn sync(&mut self, desired: Ruleset) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
-        let full = self
-            .applied
-            .as_ref()
-            .is_none_or(|old| !compatible(old, &desired));
-        let tx = diff(self.applied.as_ref(), &desired);
+        let (tx, full) = transaction(self.applied.as_ref(), &desired);
         let operations = tx.ops().len();
         if operations > 0 {
             if let Err(source) = self.nft.apply(&tx) {
@@ -246,11 +306,7 @@ impl Syncer {
         let duration = started.elapsed();
         let mut conntrack_flushed = 0;
         if let (Some(old), Some(conntrack)) = (&self.applied, &mut self.conntrack) {
-            let gone: Vec<IpAddr> = endpoint_addresses(old)
-                .difference(&endpoint_addresses(&desired))
-                .copied()
-                .collect();
-            for ip in gone {
+            for ip in gone_endpoints(old, &desired) {
                 match conntrack.delete_udp_from_endpoint(ip) {
                     Ok(count) => conntrack_flushed += count,
                     Err(err) => tracing::warn!("flushing UDP conntrack entries of {ip}: {err}"),

@@ -56,6 +56,35 @@ fn verdict_of(rs: &Ruleset, set: &str, key: &[Value]) -> Option<Verdict> {
         })
 }
 
+/// The endpoints the rules of `chain` DNAT to (one rule per endpoint), from
+/// their address and port immediates.
+fn endpoints_of(rs: &Ruleset, chain: &str) -> Vec<(IpAddr, u16)> {
+    rs.rules[chain]
+        .iter()
+        .filter(|rule| rule.exprs.iter().any(|e| matches!(e, Expr::Nat { .. })))
+        .map(|rule| {
+            let immediates: Vec<&Vec<u8>> = rule
+                .exprs
+                .iter()
+                .filter_map(|expr| match expr {
+                    Expr::Immediate { data, .. } => Some(data),
+                    _ => None,
+                })
+                .collect();
+            let addr = match immediates[0].len() {
+                4 => IpAddr::from(<[u8; 4]>::try_from(immediates[0].as_slice()).unwrap()),
+                _ => IpAddr::from(<[u8; 16]>::try_from(immediates[0].as_slice()).unwrap()),
+            };
+            let port = u16::from_be_bytes(immediates[1][..2].try_into().unwrap());
+            (addr, port)
+        })
+        .collect()
+}
+
+fn addr(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
 fn ip(text: &str) -> Value {
     match text.parse::<IpAddr>().unwrap() {
         IpAddr::V4(ip) => Value::Ipv4(ip),
@@ -68,7 +97,7 @@ const EXT: &str = "ext-default/web/tcp/http";
 const EPS: &str = "eps-default/web/tcp/http";
 
 #[test]
-fn cluster_ip_dispatches_by_one_map_lookup_to_a_chain_balancing_over_a_map() {
+fn cluster_ip_dispatches_by_one_map_lookup_to_a_chain_with_a_rule_per_endpoint() {
     let rs = compile(
         Family::Ip,
         &[web(vec![
@@ -86,39 +115,31 @@ fn cluster_ip_dispatches_by_one_map_lookup_to_a_chain_balancing_over_a_map() {
         ),
         Some(Verdict::Goto(SVC.into()))
     );
-    let endpoints: Vec<(Vec<Value>, Option<ElementData>)> = rs.elements[EPS]
-        .iter()
-        .map(|element| (element.key.clone(), element.data.clone()))
-        .collect();
     assert_eq!(
-        endpoints,
-        [
-            (
-                vec![Value::Integer(0)],
-                Some(ElementData::Value(vec![
-                    ip("10.244.1.5"),
-                    Value::Port(8080)
-                ]))
-            ),
-            (
-                vec![Value::Integer(1)],
-                Some(ElementData::Value(vec![
-                    ip("10.244.2.5"),
-                    Value::Port(8080)
-                ]))
-            ),
-        ]
+        endpoints_of(&rs, SVC),
+        [(addr("10.244.1.5"), 8080), (addr("10.244.2.5"), 8080)]
+    );
+    assert!(
+        rs.sets.keys().all(|name| !name.starts_with("eps-")),
+        "no set per Service: the kernel finds sets by a linear walk"
     );
     let rules = &rs.rules[SVC];
-    assert_eq!(rules.len(), 2, "masquerade check + balancer");
+    assert_eq!(rules.len(), 3, "masquerade check + one rule per endpoint");
     assert!(rules[0].exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE)));
     assert!(
         rules[1]
             .exprs
             .iter()
-            .any(|e| matches!(e, Expr::Numgen { modulus: 2, .. }))
+            .any(|e| matches!(e, Expr::Numgen { modulus: 2, .. })),
+        "the first endpoint takes 1 in 2"
     );
-    assert!(rules[1].exprs.iter().any(|e| matches!(e, Expr::Nat { .. })));
+    assert!(
+        !rules[2]
+            .exprs
+            .iter()
+            .any(|e| matches!(e, Expr::Numgen { .. })),
+        "the last endpoint takes the rest"
+    );
     assert!(
         rs.elements["cluster-ips"]
             .iter()
@@ -182,14 +203,7 @@ fn local_external_policy_uses_only_local_endpoints_and_keeps_the_source() {
             .any(|rule| rule.exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE))),
         "Local policy must not masquerade"
     );
-    let local: Vec<&Vec<Value>> = rs.elements[&format!("{EPS}-ext")]
-        .iter()
-        .filter_map(|element| match &element.data {
-            Some(ElementData::Value(values)) => Some(values),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(local, [&vec![ip("10.244.1.5"), Value::Port(8080)]]);
+    assert_eq!(endpoints_of(&rs, EXT), [(addr("10.244.1.5"), 8080)]);
 
     // On a node without local endpoints, external traffic is dropped.
     let other = ProxyConfig {
@@ -284,9 +298,9 @@ fn each_family_gets_only_its_own_frontends_and_endpoints() {
         ),
         Some(Verdict::Goto(SVC.into()))
     );
-    assert_eq!(v6.elements[EPS].len(), 1);
+    assert_eq!(endpoints_of(&v6, SVC), [(addr("fd00:10:244:1::5"), 8080)]);
     let v4 = compile(Family::Ip, &[port], &config());
-    assert_eq!(v4.elements[EPS].len(), 1);
+    assert_eq!(endpoints_of(&v4, SVC), [(addr("10.244.1.5"), 8080)]);
     assert_eq!(v4.elements["service-ips"].len(), 1);
 }
 
@@ -319,4 +333,27 @@ fn the_skeleton_is_the_same_with_or_without_services() {
     assert_eq!(empty.element_count(), 0);
     let one = compile(Family::Ip, &[web(vec![])], &config());
     assert_eq!(one.rules["services"], empty.rules["services"]);
+}
+
+#[test]
+fn a_service_with_many_endpoints_balances_over_a_map_of_its_own() {
+    let endpoints: Vec<Endpoint> = (0..=BALANCE_BY_RULES_UP_TO)
+        .map(|i| ep(&format!("10.244.1.{}", 10 + i), 8080, "node-1"))
+        .collect();
+    let rs = compile(Family::Ip, &[web(endpoints)], &config());
+    let elements = &rs.elements[EPS];
+    assert_eq!(elements.len(), BALANCE_BY_RULES_UP_TO + 1);
+    assert_eq!(
+        elements[0].data,
+        Some(ElementData::Value(vec![
+            ip("10.244.1.10"),
+            Value::Port(8080)
+        ]))
+    );
+    let rules = &rs.rules[SVC];
+    assert_eq!(rules.len(), 2, "masquerade check + one balancer");
+    assert!(rules[1].exprs.iter().any(|e| matches!(
+        e,
+        Expr::Numgen { modulus, .. } if *modulus as usize == BALANCE_BY_RULES_UP_TO + 1
+    )));
 }

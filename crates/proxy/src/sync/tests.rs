@@ -2,7 +2,7 @@ use weft_nft::Family;
 use weft_nft::Op;
 
 use super::*;
-use crate::compile::{ProxyConfig, compile};
+use crate::compile::{BALANCE_BY_RULES_UP_TO, ProxyConfig, compile};
 use crate::service::{Endpoint, PortName, Protocol, ServicePort};
 
 fn port(name: &str, cluster_ip: &str, endpoints: &[&str]) -> ServicePort {
@@ -89,7 +89,12 @@ fn an_endpoint_change_touches_only_that_service() {
 
 #[test]
 fn a_removed_service_loses_its_elements_before_its_chain_and_map_go() {
-    let before = rules(&[port("a", "10.96.0.1", &["10.244.1.1"])]);
+    // Enough endpoints for a map of its own.
+    let endpoints: Vec<String> = (0..=BALANCE_BY_RULES_UP_TO)
+        .map(|i| format!("10.244.1.{}", 10 + i))
+        .collect();
+    let endpoints: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+    let before = rules(&[port("a", "10.96.0.1", &endpoints)]);
     let after = rules(&[]);
     let tx = diff(Some(&before), &after);
     let position = |wanted: &dyn Fn(&Op) -> bool| tx.ops().iter().position(wanted).unwrap();
@@ -106,4 +111,59 @@ fn a_removed_service_loses_its_elements_before_its_chain_and_map_go() {
         "a vmap element still points at the chain"
     );
     assert!(chain_flushed < map_gone, "a rule still uses the map");
+}
+
+fn keys(values: &[u32]) -> Vec<Element> {
+    values
+        .iter()
+        .map(|value| Element::key(vec![Value::Integer(*value)]))
+        .collect()
+}
+
+#[test]
+fn element_changes_are_the_set_differences_whatever_moved() {
+    // (old, new, stale, fresh)
+    type Case = (
+        &'static [u32],
+        &'static [u32],
+        &'static [u32],
+        &'static [u32],
+    );
+    let cases: [Case; 6] = [
+        (&[1, 2, 3, 4, 5], &[1, 2, 9, 4, 5], &[3], &[9]),
+        (&[1, 2, 3], &[1, 2, 3], &[], &[]),
+        (&[1, 2, 3], &[3, 2, 1], &[], &[]),
+        (&[1, 2, 3], &[], &[1, 2, 3], &[]),
+        (&[], &[4, 5], &[], &[4, 5]),
+        (&[1, 2, 3, 4], &[1, 4, 5, 2], &[3], &[5]),
+    ];
+    for (old, new, stale, fresh) in cases {
+        assert_eq!(
+            changes(&keys(old), &keys(new)),
+            (keys(stale), keys(fresh)),
+            "{old:?} -> {new:?}"
+        );
+    }
+}
+
+#[test]
+fn a_removed_endpoint_is_reported_gone_and_a_moved_one_is_not() {
+    let before = rules(&[
+        port("a", "10.96.0.1", &["10.244.1.1", "10.244.1.2"]),
+        port("b", "10.96.0.2", &["10.244.2.1"]),
+    ]);
+    let after = rules(&[
+        port("a", "10.96.0.1", &["10.244.1.1"]),
+        port("b", "10.96.0.2", &["10.244.1.2", "10.244.2.1"]),
+        port("c", "10.96.0.3", &["10.244.3.1"]),
+    ]);
+    assert_eq!(gone_endpoints(&before, &after), Vec::<IpAddr>::new());
+    let after = rules(&[port("b", "10.96.0.2", &["10.244.2.1"])]);
+    assert_eq!(
+        gone_endpoints(&before, &after),
+        [
+            "10.244.1.1".parse::<IpAddr>().unwrap(),
+            "10.244.1.2".parse().unwrap()
+        ]
+    );
 }

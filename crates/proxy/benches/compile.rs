@@ -1,0 +1,88 @@
+//! Cost of the pure step of a proxy sync: compiling 30,000 ClusterIP
+//! Services of 5 endpoints each into the desired ruleset, and diffing it
+//! against the ruleset of the same Services with one endpoint replaced (what
+//! one EndpointSlice change costs before anything reaches the kernel).
+//! Kernel time is measured by `bench/proxy/run`.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use weft_nft::Family;
+use weft_proxy::{Endpoint, PortName, Protocol, ProxyConfig, ServicePort, compile, diff};
+
+const SERVICES: u32 = 30_000;
+const ENDPOINTS: u32 = 5;
+
+fn services() -> Vec<ServicePort> {
+    (0..SERVICES)
+        .map(|index| ServicePort {
+            name: PortName {
+                namespace: "bench".into(),
+                name: format!("svc-{index:05}"),
+                port: String::new(),
+                protocol: Protocol::Tcp,
+            },
+            port: 80,
+            cluster_ips: vec![IpAddr::V4(Ipv4Addr::from(
+                u32::from_be_bytes([10, 96, 0, 0]) + index,
+            ))],
+            node_port: None,
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            source_ranges: vec![],
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+            health_check_node_port: None,
+            endpoints: (0..ENDPOINTS)
+                .map(|e| Endpoint {
+                    ip: IpAddr::V4(Ipv4Addr::from(
+                        u32::from_be_bytes([10, 248, 0, 0]) + index * ENDPOINTS + e,
+                    )),
+                    port: 8080,
+                    node: Some("bench-node".into()),
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn config() -> ProxyConfig {
+    ProxyConfig {
+        node_name: "bench-node".into(),
+        cluster_cidrs: vec![ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+            Ipv4Addr::new(10, 244, 0, 0),
+            16,
+        ))],
+    }
+}
+
+fn compile_30k(c: &mut Criterion) {
+    let ports = services();
+    let config = config();
+    let mut group = c.benchmark_group("proxy");
+    group.sample_size(10);
+    group.bench_function("compile 30k Services x 5 endpoints", |b| {
+        b.iter(|| compile(Family::Ip, black_box(&ports), &config))
+    });
+    let old = compile(Family::Ip, &ports, &config);
+    let mut changed = ports.clone();
+    if let Some(endpoint) = changed
+        .first_mut()
+        .and_then(|port| port.endpoints.first_mut())
+    {
+        endpoint.ip = IpAddr::V4(Ipv4Addr::new(10, 247, 0, 1));
+    }
+    let new = compile(Family::Ip, &changed, &config);
+    group.bench_function("diff one endpoint change at 30k", |b| {
+        b.iter(|| diff(Some(black_box(&old)), black_box(&new)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, compile_30k);
+criterion_main!(benches);
