@@ -8,10 +8,15 @@
 //! The node-side veth is named `veth` + 8 hex digits derived from the
 //! container ID and interface name, so a retried ADD finds its own veth and
 //! DEL can remove it even after a crash. `ipMasq` installs masquerade rules
-//! in weft's own nftables tables (see [`masq`]). `macspoofchk` and a non-zero
-//! `vlan` need features this build does not have and are refused with code 2.
+//! in weft's own nftables tables (see [`masq`]). `vlan` and `vlanTrunk` turn
+//! bridge VLAN filtering on and make the node-side veth an access port (PVID,
+//! untagged) or a trunk port (tagged) of those VLANs; with `isGateway` the
+//! gateway of a VLAN is a veth `<bridge>.<vlan>` on that VLAN, as with the
+//! reference plugin. `macspoofchk` drops frames from the container whose
+//! source MAC is not its interface's (see [`spoofchk`]).
 
 pub mod masq;
+pub mod spoofchk;
 
 use std::hash::Hasher;
 use std::net::IpAddr;
@@ -60,9 +65,16 @@ struct BridgeConf {
     /// Put the bridge in promiscuous mode.
     #[serde(default)]
     promisc_mode: bool,
-    /// VLAN tag of the port (needs bridge VLAN filtering).
+    /// VLAN of the port (access port: PVID, untagged); turns bridge VLAN
+    /// filtering on.
     #[serde(default)]
     vlan: Option<i64>,
+    /// VLANs the port carries tagged (trunk port); turns VLAN filtering on.
+    #[serde(default)]
+    vlan_trunk: Option<Vec<VlanTrunk>>,
+    /// Keep the port in the default VLAN 1 beside `vlan`/`vlanTrunk`.
+    #[serde(default = "default_true")]
+    preserve_default_vlan: bool,
     /// Drop frames with another source MAC (needs nftables).
     #[serde(default)]
     macspoofchk: bool,
@@ -70,6 +82,66 @@ struct BridgeConf {
 
 fn default_bridge() -> String {
     "cni0".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One `vlanTrunk` entry: a single `id`, or `minID`..=`maxID`, or both.
+#[derive(Debug, Clone, Deserialize)]
+struct VlanTrunk {
+    /// First VLAN of a range.
+    #[serde(default, rename = "minID")]
+    min_id: Option<i64>,
+    /// Last VLAN of a range.
+    #[serde(default, rename = "maxID")]
+    max_id: Option<i64>,
+    /// A single VLAN.
+    #[serde(default)]
+    id: Option<i64>,
+}
+
+/// The VLAN IDs of `vlanTrunk`, sorted and without duplicates, validated
+/// as the reference plugin does (pure).
+fn trunk_vlans(trunk: &[VlanTrunk]) -> Result<Vec<u16>, String> {
+    let valid = |id: i64, what: &str| {
+        u16::try_from(id)
+            .ok()
+            .filter(|id| (1..=4094).contains(id))
+            .ok_or_else(|| format!("incorrect trunk {what} parameter"))
+    };
+    let mut vlans = Vec::new();
+    for item in trunk {
+        match (item.min_id, item.max_id) {
+            (Some(min), Some(max)) => {
+                let (min, max) = (valid(min, "minID")?, valid(max, "maxID")?);
+                if max < min {
+                    return Err("minID is greater than maxID in trunk parameter".to_owned());
+                }
+                vlans.extend(min..=max);
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "minID and maxID should be configured simultaneously, minID is missing"
+                        .to_owned(),
+                );
+            }
+            (Some(_), None) => {
+                return Err(
+                    "minID and maxID should be configured simultaneously, maxID is missing"
+                        .to_owned(),
+                );
+            }
+            (None, None) => {}
+        }
+        if let Some(id) = item.id {
+            vlans.push(valid(id, "id")?);
+        }
+    }
+    vlans.sort_unstable();
+    vlans.dedup();
+    Ok(vlans)
 }
 
 impl BridgeConf {
@@ -100,32 +172,44 @@ impl BridgeConf {
                 )));
             }
         }
+        let trunk = trunk_vlans(keys.vlan_trunk.as_deref().unwrap_or_default()).map_err(invalid)?;
+        if keys.access_vlan().is_some() && !trunk.is_empty() {
+            return Err(invalid(
+                "cannot set vlan and vlanTrunk at the same time".to_owned(),
+            ));
+        }
+        if keys.is_gateway {
+            if let Some(vid) = keys.access_vlan() {
+                let name = vlan_gateway_name(&keys.bridge, vid);
+                if name.len() > 15 {
+                    return Err(invalid(format!(
+                        "VLAN gateway interface name {name:?} is longer than 15 bytes"
+                    )));
+                }
+            }
+        }
         if keys.mtu == Some(0) {
             keys.mtu = None;
         }
         Ok(keys)
     }
 
-    /// Refuses keys asking for what this build cannot do (ADD only: DEL
-    /// must still clean up after such a config).
-    fn refuse_unsupported(&self) -> Result<(), CniError> {
-        let unsupported = |key: &str, why: &str| {
-            Err(CniError::new(
-                ErrorCode::UnsupportedField,
-                format!("bridge: {key} is not supported by weft's bridge plugin"),
-            )
-            .with_details(why.to_owned()))
-        };
-        if self.macspoofchk {
-            return unsupported(
-                "macspoofchk",
-                "MAC spoof checking needs the nftables layer, which this build does not use yet",
-            );
-        }
-        if self.vlan.is_some_and(|vlan| vlan != 0) {
-            return unsupported("vlan", "bridge VLAN filtering is not implemented");
-        }
-        Ok(())
+    /// The access VLAN (`vlan`, 0 meaning none).
+    fn access_vlan(&self) -> Option<u16> {
+        self.vlan
+            .and_then(|vlan| u16::try_from(vlan).ok())
+            .filter(|vlan| *vlan != 0)
+    }
+
+    /// The trunk VLANs (validated by [`BridgeConf::load`]).
+    fn trunk(&self) -> Vec<u16> {
+        trunk_vlans(self.vlan_trunk.as_deref().unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// Whether the bridge must filter by VLAN (as the reference: `vlan` set
+    /// or `vlanTrunk` present).
+    fn vlan_filtering(&self) -> bool {
+        self.access_vlan().is_some() || self.vlan_trunk.is_some()
     }
 }
 
@@ -169,34 +253,44 @@ impl Plugin for Bridge {
         "bridge"
     }
 
+    /// The IPAM plugin runs while the links are set up: the same steps with
+    /// the same outcome as one after the other, in less wall time.
     fn add(&self, args: &CmdArgs, conf: &NetConf) -> Result<CniResult, CniError> {
         let keys = BridgeConf::load(conf)?;
-        keys.refuse_unsupported()?;
         let container = container_namespace(args.require_netns()?)?;
-        if let Some(ipam) = conf.ipam_type() {
-            // Fail before creating anything when the IPAM plugin is missing.
-            delegate::find_in_path(ipam, &args.path_dirs())?;
-        }
         let mut node = node_netlink()?;
-        let bridge = ensure_bridge(&mut node, &keys)?;
+        let ipam = conf.ipam_type();
+        // Fails before anything is created when the IPAM plugin is missing.
+        let pending = ipam
+            .map(|ipam| delegate::start(ipam, Command::Add, args, &conf.bytes))
+            .transpose()?;
         let host_name = host_veth_name(&args.container_id, &args.ifname);
-        node.ensure_veth(&VethSpec {
-            name: host_name.clone(),
-            peer_name: args.ifname.clone(),
-            peer_namespace: Some(container.clone()),
-            mtu: keys.mtu,
-            ..VethSpec::default()
-        })
-        .map_err(|err| linux_error("creating the veth pair", &err))?;
         let mut attached = Attached {
             node: &mut node,
             host_name: &host_name,
             ipam: None,
             ip_masq: keys.ip_masq,
+            macspoofchk: keys.macspoofchk,
             args,
             conf,
         };
-        let outcome = attach(&mut attached, &keys, &container, &bridge.name);
+        let links = set_up_links(&mut attached, &keys, &container);
+        // The allocation is collected whatever happened to the links, so a
+        // failure can release it.
+        let allocated = pending.map(delegate::Running::wait_result).transpose();
+        if allocated.is_ok() {
+            attached.ipam = ipam.map(str::to_owned);
+        }
+        let outcome = links.and_then(|(bridge, mut inside)| {
+            attach(
+                &mut attached,
+                &keys,
+                &container,
+                &mut inside,
+                &bridge,
+                allocated?,
+            )
+        });
         match outcome {
             Ok(result) => Ok(result),
             Err(err) => {
@@ -211,31 +305,45 @@ impl Plugin for Bridge {
     fn del(&self, args: &CmdArgs, conf: &NetConf) -> Result<(), CniError> {
         let keys = BridgeConf::load(conf)?;
         let mut failures: Vec<CniError> = Vec::new();
-        if let Some(ipam) = conf.ipam_type() {
-            failures.extend(delegate::run(ipam, Command::Del, args, &conf.bytes).err());
-        }
+        // The IPAM plugin releases the addresses while the links go.
+        let pending = conf
+            .ipam_type()
+            .map(|ipam| delegate::start(ipam, Command::Del, args, &conf.bytes));
         if keys.ip_masq {
             failures.extend(nat_rules::remove_attachment(&masq::TABLES, &owner(args, conf)).err());
         }
-        // A namespace that is gone took the container interface with it.
-        if let Some(Ok(container)) = args.netns.as_deref().map(container_namespace) {
-            let deleted = netlink_in(&container).and_then(|mut netlink| {
-                netlink
-                    .delete_link(&args.ifname)
-                    .map_err(|err| linux_error("deleting the container interface", &err))
-            });
-            failures.extend(
-                deleted
-                    .err()
-                    .filter(|err| err.code != ErrorCode::UnknownContainer),
-            );
+        if keys.macspoofchk {
+            failures
+                .extend(nat_rules::remove_attachment(&spoofchk::TABLES, &owner(args, conf)).err());
         }
-        // Normally gone with its peer; left behind only by an interrupted ADD.
+        // Deleting weft's node-side veth deletes the pair, container interface
+        // included, without a thread joining the container's namespace.
         let host_veth = node_netlink().and_then(|mut node| {
             node.delete_link(&host_veth_name(&args.container_id, &args.ifname))
                 .map_err(|err| linux_error("deleting the node-side veth", &err))
         });
+        let pair_deleted = matches!(host_veth, Ok(true));
         failures.extend(host_veth.err());
+        // Otherwise (an interface another plugin made, a failed lookup), the
+        // container interface is deleted from inside; a namespace that is
+        // gone took it with it.
+        if !pair_deleted {
+            if let Some(Ok(container)) = args.netns.as_deref().map(container_namespace) {
+                let deleted = netlink_in(&container).and_then(|mut netlink| {
+                    netlink
+                        .delete_link(&args.ifname)
+                        .map_err(|err| linux_error("deleting the container interface", &err))
+                });
+                failures.extend(
+                    deleted
+                        .err()
+                        .filter(|err| err.code != ErrorCode::UnknownContainer),
+                );
+            }
+        }
+        if let Some(released) = pending.map(|started| started.and_then(delegate::Running::wait)) {
+            failures.extend(released.err());
+        }
         match failures.into_iter().next() {
             Some(first) => Err(first),
             None => Ok(()),
@@ -259,6 +367,11 @@ impl Plugin for Bridge {
                 "bridge CHECK: masquerade rules of the attachment missing",
             ));
         }
+        if keys.macspoofchk && nat_rules::count(&spoofchk::TABLES, &owner(args, conf))? == 0 {
+            return Err(CniError::internal(
+                "bridge CHECK: MAC spoof-check rule of the attachment missing",
+            ));
+        }
         Ok(())
     }
 
@@ -277,17 +390,22 @@ impl Plugin for Bridge {
             Some(ipam) => delegate::run(ipam, Command::Gc, args, &conf.bytes),
             None => Ok(()),
         };
-        let rules = if keys.ip_masq {
-            let valid: std::collections::HashSet<(&str, &str)> = conf
-                .valid_attachments
-                .iter()
-                .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-                .collect();
+        let valid: std::collections::HashSet<(&str, &str)> = conf
+            .valid_attachments
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+            .collect();
+        let masq_rules = if keys.ip_masq {
             nat_rules::gc(&masq::TABLES, "bridge", &conf.name, &valid).map(|_| ())
         } else {
             Ok(())
         };
-        ipam.and(rules)
+        let spoof_rules = if keys.macspoofchk {
+            nat_rules::gc(&spoofchk::TABLES, "bridge", &conf.name, &valid).map(|_| ())
+        } else {
+            Ok(())
+        };
+        ipam.and(masq_rules).and(spoof_rules)
     }
 }
 
@@ -311,6 +429,8 @@ struct Attached<'a> {
     ipam: Option<String>,
     /// Whether masquerade rules may have been installed.
     ip_masq: bool,
+    /// Whether spoof-check rules may have been installed.
+    macspoofchk: bool,
     /// The call.
     args: &'a CmdArgs,
     /// The configuration.
@@ -324,6 +444,9 @@ impl Attached<'_> {
         let _ = self.node.delete_link(self.host_name);
         if self.ip_masq {
             let _ = nat_rules::remove_attachment(&masq::TABLES, &owner(self.args, self.conf));
+        }
+        if self.macspoofchk {
+            let _ = nat_rules::remove_attachment(&spoofchk::TABLES, &owner(self.args, self.conf));
         }
         if let Some(ipam) = &self.ipam {
             let _ = delegate::run(ipam, Command::Del, self.args, &self.conf.bytes);
@@ -358,6 +481,15 @@ fn ensure_bridge(node: &mut Netlink, keys: &BridgeConf) -> Result<weft_linux::Li
                 .ok_or_else(|| linux_error("creating the bridge", &err))?,
         },
     };
+    if keys.vlan_filtering() {
+        node.set_vlan_filtering(&keys.bridge, true).map_err(|err| {
+            linux_error(
+                "turning VLAN filtering on for the bridge (a kernel without \
+                 CONFIG_BRIDGE_VLAN_FILTERING refuses it)",
+                &err,
+            )
+        })?;
+    }
     if keys.promisc_mode {
         node.set_promisc(&keys.bridge, true)
             .map_err(|err| linux_error("setting the bridge promiscuous", &err))?;
@@ -367,28 +499,63 @@ fn ensure_bridge(node: &mut Netlink, keys: &BridgeConf) -> Result<weft_linux::Li
     Ok(bridge)
 }
 
-fn attach(
+/// The node side of an attachment: bridge, veth pair, port settings and
+/// spoof check. Returns the bridge name and a handle inside the container.
+fn set_up_links(
     state: &mut Attached<'_>,
     keys: &BridgeConf,
     container: &NetNs,
-    bridge: &str,
-) -> Result<CniResult, CniError> {
+) -> Result<(String, Netlink), CniError> {
     let args = state.args;
     let host_name = state.host_name;
     let node = &mut *state.node;
-    node.set_master(host_name, Some(bridge))
+    let bridge = ensure_bridge(node, keys)?.name;
+    node.ensure_veth(&VethSpec {
+        name: host_name.to_owned(),
+        peer_name: args.ifname.clone(),
+        peer_namespace: Some(container.clone()),
+        mtu: keys.mtu,
+        ..VethSpec::default()
+    })
+    .map_err(|err| linux_error("creating the veth pair", &err))?;
+    node.set_master(host_name, Some(&bridge))
         .map_err(|err| linux_error("attaching the veth to the bridge", &err))?;
     if keys.hairpin_mode {
         node.set_hairpin(host_name, true)
             .map_err(|err| linux_error("setting hairpin mode", &err))?;
     }
+    configure_port_vlans(node, keys, host_name)?;
     node.set_up(host_name)
         .map_err(|err| linux_error("bringing the node-side veth up", &err))?;
+    let mut inside = netlink_in(container)?;
+    if keys.macspoofchk {
+        let mac = inside
+            .require_link(&args.ifname)
+            .map_err(|err| linux_error("reading the container interface", &err))?
+            .mac
+            .ok_or_else(|| CniError::internal("the container interface has no MAC address"))?;
+        nat_rules::replace(
+            &spoofchk::TABLES,
+            &owner(args, state.conf),
+            vec![spoofchk::rule_for(host_name, mac)],
+        )?;
+    }
+    Ok((bridge, inside))
+}
 
+/// The rest of an ADD once the links exist and IPAM has answered.
+fn attach(
+    state: &mut Attached<'_>,
+    keys: &BridgeConf,
+    container: &NetNs,
+    inside: &mut Netlink,
+    bridge: &str,
+    allocated: Option<CniResult>,
+) -> Result<CniResult, CniError> {
+    let args = state.args;
+    let host_name = state.host_name;
     let mut result = CniResult::default();
-    if let Some(ipam) = state.conf.ipam_type() {
-        let allocated = delegate::add(ipam, args, &state.conf.bytes)?;
-        state.ipam = Some(ipam.to_owned());
+    if let Some(allocated) = allocated {
         if allocated.ips.is_empty() {
             return Err(CniError::internal("IPAM plugin returned missing IP config"));
         }
@@ -407,10 +574,21 @@ fn attach(
         add_default_routes(&mut result)?;
     }
 
-    configure_container(container, &args.ifname, &result)?;
+    configure_container(container, inside, &args.ifname, &result)?;
     let node = &mut *state.node;
+    let mut vlan_gateway = None;
     if keys.is_gateway {
-        configure_gateway(node, keys, bridge, &result.ips)?;
+        // With a VLAN, the gateway lives on a veth `<bridge>.<vlan>` whose
+        // peer is an access port of that VLAN, as with the reference plugin.
+        let gateway_dev = match keys.access_vlan() {
+            Some(vid) => {
+                let name = ensure_vlan_gateway(node, keys, bridge, vid)?;
+                vlan_gateway = Some(name.clone());
+                name
+            }
+            None => bridge.to_owned(),
+        };
+        configure_gateway(node, keys, &gateway_dev, &result.ips)?;
     }
     if keys.ip_masq {
         let rules = result.ips.iter().map(masq::rule_for).collect();
@@ -426,7 +604,7 @@ fn attach(
     };
     let bridge_mac = mac_of(node, bridge)?;
     let host_mac = mac_of(node, host_name)?;
-    let container_mac = mac_of(&mut netlink_in(container)?, &args.ifname)?;
+    let container_mac = mac_of(inside, &args.ifname)?;
     result.interfaces = vec![
         Interface {
             name: bridge.to_owned(),
@@ -446,7 +624,94 @@ fn attach(
             ..Interface::default()
         },
     ];
+    if let Some(name) = vlan_gateway {
+        let mac = mac_of(node, &name)?;
+        result.interfaces.push(Interface {
+            name,
+            mac,
+            ..Interface::default()
+        });
+    }
     Ok(result)
+}
+
+/// The VLANs of a bridge port: `vlan` as PVID and untagged (access port),
+/// or each `vlanTrunk` VLAN tagged (trunk port); without
+/// `preserveDefaultVlan`, the port leaves the default VLAN first.
+fn configure_port_vlans(node: &mut Netlink, keys: &BridgeConf, port: &str) -> Result<(), CniError> {
+    let access = keys.access_vlan();
+    let trunk = keys.trunk();
+    if access.is_none() && trunk.is_empty() {
+        return Ok(());
+    }
+    let vlan_error =
+        |err: weft_linux::Error| linux_error("setting the VLANs of the bridge port", &err);
+    if !keys.preserve_default_vlan {
+        for vlan in node.bridge_vlans(port).map_err(vlan_error)? {
+            node.delete_bridge_vlan(port, vlan.vid)
+                .map_err(vlan_error)?;
+        }
+    }
+    if let Some(vid) = access {
+        node.ensure_bridge_vlan(port, vid, true, true)
+            .map_err(vlan_error)?;
+    }
+    for vid in trunk {
+        node.ensure_bridge_vlan(port, vid, false, false)
+            .map_err(vlan_error)?;
+    }
+    Ok(())
+}
+
+/// The gateway interface of VLAN `vid` on `bridge` (pure).
+fn vlan_gateway_name(bridge: &str, vid: u16) -> String {
+    format!("{bridge}.{vid}")
+}
+
+/// Ensures the gateway veth `<bridge>.<vid>` exists in the node namespace,
+/// its peer an access port of VLAN `vid` on the bridge; returns its name.
+/// It is shared by every attachment of the VLAN and outlives them, like the
+/// bridge (and like the reference plugin's).
+fn ensure_vlan_gateway(
+    node: &mut Netlink,
+    keys: &BridgeConf,
+    bridge: &str,
+    vid: u16,
+) -> Result<String, CniError> {
+    let name = vlan_gateway_name(bridge, vid);
+    let exists = |node: &mut Netlink| {
+        node.link(&name)
+            .map_err(|err| linux_error("reading the VLAN gateway interface", &err))
+            .map(|link| link.is_some())
+    };
+    if exists(node)? {
+        return Ok(name);
+    }
+    let port = host_veth_name(&name, "");
+    if let Err(err) = node.ensure_veth(&VethSpec {
+        name: name.clone(),
+        peer_name: port.clone(),
+        mtu: keys.mtu,
+        ..VethSpec::default()
+    }) {
+        // A concurrent ADD of the same VLAN may have made it first.
+        if exists(node)? {
+            return Ok(name);
+        }
+        return Err(linux_error("creating the VLAN gateway interface", &err));
+    }
+    node.set_master(&port, Some(bridge))
+        .map_err(|err| linux_error("attaching the VLAN gateway to the bridge", &err))?;
+    let access_only = BridgeConf {
+        vlan_trunk: None,
+        ..keys.clone()
+    };
+    configure_port_vlans(node, &access_only, &port)?;
+    for dev in [&port, &name] {
+        node.set_up(dev)
+            .map_err(|err| linux_error("bringing the VLAN gateway up", &err))?;
+    }
+    Ok(name)
 }
 
 /// The subnet's first host address (the reference's default gateway).
@@ -487,6 +752,7 @@ fn add_default_routes(result: &mut CniResult) -> Result<(), CniError> {
 /// Addresses, link up and routes inside the container.
 fn configure_container(
     container: &NetNs,
+    netlink: &mut Netlink,
     ifname: &str,
     result: &CniResult,
 ) -> Result<(), CniError> {
@@ -498,7 +764,6 @@ fn configure_container(
                 .map_err(|err| linux_error("enabling IPv6 on the container interface", &err))?;
         }
     }
-    let mut netlink = netlink_in(container)?;
     for ip in &result.ips {
         netlink
             .ensure_address(ifname, ip.address)
@@ -538,7 +803,6 @@ fn configure_gateway(
     bridge: &str,
     ips: &[IpConfig],
 ) -> Result<(), CniError> {
-    let node_ns = NetNs::current();
     for ip in ips {
         let Some(gateway) = ip.gateway else { continue };
         let wanted = IpNet::new(gateway, ip.address.prefix_len()).map_err(|_| {
@@ -584,8 +848,8 @@ fn configure_gateway(
         } else {
             sysctl::IPV6_FORWARD
         };
-        sysctl::ensure(&node_ns, key, "1")
-            .map_err(|err| linux_error("enabling forwarding", &err))?;
+        // The plugin runs in the node's namespace: no thread needs to join it.
+        sysctl::ensure_here(key, "1").map_err(|err| linux_error("enabling forwarding", &err))?;
     }
     Ok(())
 }
@@ -652,11 +916,12 @@ fn check_attachment(keys: &BridgeConf, args: &CmdArgs, prev: &CniResult) -> Resu
             )));
         }
     }
-    for host in prev
-        .interfaces
-        .iter()
-        .filter(|i| i.sandbox.is_none() && i.name != keys.bridge)
-    {
+    let vlan_gateway = keys
+        .access_vlan()
+        .map(|vid| vlan_gateway_name(&keys.bridge, vid));
+    for host in prev.interfaces.iter().filter(|i| {
+        i.sandbox.is_none() && i.name != keys.bridge && Some(&i.name) != vlan_gateway.as_ref()
+    }) {
         let link = node
             .link(&host.name)
             .map_err(|err| linux_error("reading the node-side veth", &err))?
@@ -666,6 +931,20 @@ fn check_attachment(keys: &BridgeConf, args: &CmdArgs, prev: &CniResult) -> Resu
                 "{} is not attached to {}",
                 host.name, keys.bridge
             )));
+        }
+        if let Some(vid) = keys.access_vlan() {
+            let vlans = node
+                .bridge_vlans(&host.name)
+                .map_err(|err| linux_error("reading the VLANs of the node-side veth", &err))?;
+            if !vlans
+                .iter()
+                .any(|vlan| vlan.vid == vid && vlan.pvid && vlan.untagged)
+            {
+                return Err(failed(format!(
+                    "{} is not an access port of VLAN {vid}",
+                    host.name
+                )));
+            }
         }
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! NAT rules that belong to one attachment, in nftables tables weft owns in
+//! nftables rules that belong to one attachment (NAT for `ipMasq` and
+//! portmap, Ethernet filtering for `macspoofchk`), in tables weft owns in
 //! the node's namespace. Every rule carries the comment
 //! `weft-<plugin> <network> <containerID> <ifname>`: ADD replaces the
 //! attachment's rules in one transaction, DEL removes them, CHECK counts
@@ -11,12 +12,16 @@ use weft_nft::{Chain, ChainType, Family, Hook, Nft, Rule, TableRef, Transaction}
 use crate::error::error_chain;
 use crate::{CniError, ErrorCode};
 
-/// A table (created in the `ip` and `ip6` families on demand) and its NAT
-/// base chains.
+/// A table (created in each of `families` on demand) and its base chains.
 #[derive(Debug, Clone, Copy)]
 pub struct Tables {
     /// Table name (must start with `weft`).
     pub name: &'static str,
+    /// Families the table exists in (`ip` and `ip6` for NAT, `bridge` for
+    /// Ethernet-level filtering).
+    pub families: &'static [Family],
+    /// Type of the base chains.
+    pub kind: ChainType,
     /// Base chains: name, hook, priority.
     pub chains: &'static [(&'static str, Hook, i32)],
 }
@@ -65,7 +70,7 @@ fn find(
     pick: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<(Family, String, u64)>, CniError> {
     let mut found = Vec::new();
-    for family in [Family::Ip, Family::Ip6] {
+    for &family in tables.families {
         let table = TableRef::new(family, tables.name);
         let listed = nft
             .table_exists(&table)
@@ -94,7 +99,7 @@ pub fn replace(tables: &Tables, tag: &Tag<'_>, rules: Vec<(Family, Rule)>) -> Re
     let comment = tag.comment();
     let stale = find(&mut nft, tables, &|c| c == comment)?;
     let mut tx = Transaction::new();
-    for family in [Family::Ip, Family::Ip6] {
+    for &family in tables.families {
         let used =
             rules.iter().any(|(f, _)| *f == family) || stale.iter().any(|(f, ..)| *f == family);
         if !used {
@@ -103,7 +108,7 @@ pub fn replace(tables: &Tables, tag: &Tag<'_>, rules: Vec<(Family, Rule)>) -> Re
         let table = TableRef::new(family, tables.name);
         tx.add_table(&table);
         for (name, hook, priority) in tables.chains {
-            tx.add_chain(&table, Chain::base(*name, ChainType::Nat, *hook, *priority));
+            tx.add_chain(&table, Chain::base(*name, tables.kind, *hook, *priority));
         }
     }
     for (family, chain, handle) in stale {

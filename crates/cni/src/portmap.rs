@@ -37,6 +37,8 @@ pub struct Portmap;
 /// weft's portmap tables and their NAT chains.
 pub const TABLES: Tables = Tables {
     name: "weft-portmap",
+    families: &[Family::Ip, Family::Ip6],
+    kind: weft_nft::ChainType::Nat,
     chains: &[
         ("prerouting", Hook::Prerouting, -100),
         ("output", Hook::Output, -100),

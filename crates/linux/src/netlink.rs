@@ -6,7 +6,7 @@
 //! that namespace from whichever thread uses it, so no thread ever has to
 //! switch namespace to change links, addresses, routes or neighbours there.
 //! The object-specific calls live in the submodules: [`link`], [`address`],
-//! [`route`] and [`neighbour`].
+//! [`route`], [`neighbour`] and [`bridge_vlan`].
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -17,11 +17,13 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use crate::{Error, NetNs};
 
 pub mod address;
+pub mod bridge_vlan;
 pub mod link;
 pub mod neighbour;
 pub mod route;
 
 pub use address::Address;
+pub use bridge_vlan::BridgeVlan;
 pub use link::{Link, LinkKind, VethSpec, VxlanSpec};
 pub use neighbour::{FdbEntry, Neighbour};
 pub use route::{Route, RouteSpec};

@@ -76,6 +76,23 @@ pub fn ensure(ns: &NetNs, key: &str, value: &str) -> Result<bool, Error> {
     .map_err(|err| sysctl_error(key, ns, err))
 }
 
+/// Sets a sysctl of the calling thread's own namespace to `value` unless it
+/// already has it; returns whether it was changed. Same as [`ensure`] with
+/// [`NetNs::current`], without starting a thread to join the namespace the
+/// caller is already in (short-lived CNI plugins count every thread).
+pub fn ensure_here(key: &str, value: &str) -> Result<bool, Error> {
+    let path = proc_path(key)?;
+    let changed = || -> io::Result<bool> {
+        let current = fs::read_to_string(&path)?;
+        if current.trim_end() == value {
+            return Ok(false);
+        }
+        fs::write(&path, value)?;
+        Ok(true)
+    };
+    changed().map_err(|err| sysctl_error(key, &NetNs::current(), err))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

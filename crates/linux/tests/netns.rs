@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use weft_linux::{Error, NetNs};
+use weft_linux::{Error, NetNs, sysctl};
 use weft_testhost::{TestNs, require_root};
 
 fn ns_inode(path: &str) -> u64 {
@@ -100,4 +100,15 @@ fn names_that_escape_the_netns_directory_are_refused() {
             "{name:?} accepted"
         );
     }
+}
+
+#[test]
+fn ensure_here_sets_a_sysctl_of_the_calling_threads_namespace_only() {
+    require_root!();
+    let ns = TestNs::new();
+    let changed = ns.run(|| sysctl::ensure_here(sysctl::IPV4_FORWARD, "1"));
+    assert!(changed.unwrap());
+    assert_eq!(sysctl::read(ns.ns(), sysctl::IPV4_FORWARD).unwrap(), "1");
+    let again = ns.run(|| sysctl::ensure_here(sysctl::IPV4_FORWARD, "1"));
+    assert!(!again.unwrap());
 }

@@ -543,6 +543,12 @@ impl Expr {
         }
     }
 
+    /// `ether saddr` (6 bytes) into `dreg`: the source MAC of the link-layer
+    /// header (in the `bridge` family, the frame as it entered the bridge).
+    pub fn ether_saddr(dreg: Reg) -> Expr {
+        Expr::payload(PayloadBase::LinkLayer, 6, 6, dreg)
+    }
+
     /// A raw payload load.
     pub fn payload(base: PayloadBase, offset: u32, len: u32, dreg: Reg) -> Expr {
         Expr::Payload {
@@ -716,6 +722,26 @@ pub mod matches {
                 sreg: reg,
             },
         ]
+    }
+
+    /// `meta iifname == name` (exact: the name padded with NULs to
+    /// `IFNAMSIZ`, as `nft` encodes it).
+    pub fn iifname(name: &str, reg: Reg) -> Vec<Expr> {
+        let mut padded = name.as_bytes().to_vec();
+        padded.resize(16.max(padded.len() + 1), 0);
+        vec![
+            Expr::Meta {
+                key: MetaKey::IifName,
+                dreg: reg,
+            },
+            Expr::cmp_eq(reg, padded),
+        ]
+    }
+
+    /// `ether saddr == mac` (or `!=` when `negate`).
+    pub fn ether_saddr(mac: [u8; 6], negate: bool, reg: Reg) -> Vec<Expr> {
+        let compare = if negate { Expr::cmp_neq } else { Expr::cmp_eq };
+        vec![Expr::ether_saddr(reg), compare(reg, mac.to_vec())]
     }
 
     /// `meta l4proto == proto`.

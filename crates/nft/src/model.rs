@@ -24,6 +24,9 @@ pub enum Family {
     Ip6,
     /// `inet`: both, one table.
     Inet,
+    /// `bridge`: Ethernet frames crossing a Linux bridge (its hooks see
+    /// bridged traffic before the IP stack does).
+    Bridge,
 }
 
 impl Family {
@@ -32,6 +35,7 @@ impl Family {
             Family::Ip => sys::NFPROTO_IPV4,
             Family::Ip6 => sys::NFPROTO_IPV6,
             Family::Inet => sys::NFPROTO_INET,
+            Family::Bridge => sys::NFPROTO_BRIDGE,
         }
     }
 
@@ -40,6 +44,7 @@ impl Family {
             sys::NFPROTO_IPV4 => Some(Family::Ip),
             sys::NFPROTO_IPV6 => Some(Family::Ip6),
             sys::NFPROTO_INET => Some(Family::Inet),
+            sys::NFPROTO_BRIDGE => Some(Family::Bridge),
             _ => None,
         }
     }
@@ -51,6 +56,7 @@ impl fmt::Display for Family {
             Family::Ip => "ip",
             Family::Ip6 => "ip6",
             Family::Inet => "inet",
+            Family::Bridge => "bridge",
         })
     }
 }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use weft_nft::expr::{NatFlags, matches};
-use weft_nft::{Expr, Family, Hook, Reg, Rule};
+use weft_nft::{ChainType, Expr, Family, Hook, Reg, Rule};
 
 use crate::IpConfig;
 use crate::nat_rules::Tables;
@@ -20,6 +20,8 @@ pub const CHAIN: &str = "postrouting";
 /// weft's bridge tables: `weft-cni`, one `postrouting` chain at `srcnat`.
 pub const TABLES: Tables = Tables {
     name: "weft-cni",
+    families: &[Family::Ip, Family::Ip6],
+    kind: ChainType::Nat,
     chains: &[(CHAIN, Hook::Postrouting, 100)],
 };
 

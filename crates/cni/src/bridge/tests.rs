@@ -42,18 +42,59 @@ fn hairpin_with_promiscuous_mode_or_a_bad_vlan_is_error_7() {
 }
 
 #[test]
-fn macspoofchk_and_vlan_are_refused_with_error_2_but_ip_masq_is_accepted() {
-    for extra in [json!({"macspoofchk": true}), json!({"vlan": 10})] {
-        let keys = load(extra.clone()).unwrap();
-        assert_eq!(
-            keys.refuse_unsupported().unwrap_err().code,
-            ErrorCode::UnsupportedField,
-            "{extra}"
-        );
+fn macspoofchk_rule_drops_other_source_macs_from_the_attachments_veth_only() {
+    let (family, rule) = spoofchk::rule_for("veth0a1b2c3d", [2, 0, 0, 0, 0, 1]);
+    assert_eq!(family, weft_nft::Family::Bridge);
+    assert_eq!(rule.chain, "prerouting");
+    let text = format!("{:?}", rule.exprs);
+    assert!(
+        text.contains("IifName") && text.contains("LinkLayer"),
+        "{text}"
+    );
+    assert!(text.contains("Neq") && text.contains("Drop"), "{text}");
+}
+
+#[test]
+fn vlan_turns_filtering_on_and_zero_means_no_vlan() {
+    let keys = load(json!({"vlan": 10})).unwrap();
+    assert_eq!(keys.access_vlan(), Some(10));
+    assert!(keys.vlan_filtering());
+    assert!(keys.preserve_default_vlan);
+    let keys = load(json!({"vlan": 0})).unwrap();
+    assert_eq!(keys.access_vlan(), None);
+    assert!(!keys.vlan_filtering());
+}
+
+#[test]
+fn vlan_trunk_expands_ranges_and_single_ids_sorted_without_duplicates() {
+    let keys = load(json!({"vlanTrunk": [
+        {"minID": 100, "maxID": 103}, {"id": 5}, {"id": 101}
+    ]}))
+    .unwrap();
+    assert_eq!(keys.trunk(), vec![5, 100, 101, 102, 103]);
+    assert!(keys.vlan_filtering());
+}
+
+#[test]
+fn bad_vlan_trunks_and_vlan_with_trunk_are_error_7_like_the_reference() {
+    for extra in [
+        json!({"vlanTrunk": [{"minID": 0, "maxID": 10}]}),
+        json!({"vlanTrunk": [{"minID": 10, "maxID": 4095}]}),
+        json!({"vlanTrunk": [{"minID": 20, "maxID": 10}]}),
+        json!({"vlanTrunk": [{"minID": 20}]}),
+        json!({"vlanTrunk": [{"maxID": 20}]}),
+        json!({"vlanTrunk": [{"id": 5000}]}),
+        json!({"vlan": 10, "vlanTrunk": [{"id": 20}]}),
+        json!({"vlan": 10, "isGateway": true, "bridge": "fifteen-chars-x"}),
+    ] {
+        let err = load(extra.clone()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidNetworkConfig, "{extra}");
     }
-    for extra in [json!({"vlan": 0}), json!({"ipMasq": true})] {
-        assert_eq!(load(extra).unwrap().refuse_unsupported(), Ok(()));
-    }
+}
+
+#[test]
+fn vlan_gateway_is_named_after_the_bridge_and_the_vlan() {
+    assert_eq!(vlan_gateway_name("cni0", 100), "cni0.100");
 }
 
 #[test]

@@ -175,7 +175,7 @@ pub(super) fn encode_expr(w: &mut Writer, family: Family, expr: &Expr) {
                 (RejectKind::PortUnreachable, Family::Ip6) => {
                     (sys::NFT_REJECT_ICMP_UNREACH, Some(sys::ICMPV6_PORT_UNREACH))
                 }
-                (RejectKind::PortUnreachable, Family::Inet) => (
+                (RejectKind::PortUnreachable, Family::Inet | Family::Bridge) => (
                     sys::NFT_REJECT_ICMPX_UNREACH,
                     Some(sys::NFT_REJECT_ICMPX_PORT_UNREACH),
                 ),
@@ -186,7 +186,7 @@ pub(super) fn encode_expr(w: &mut Writer, family: Family, expr: &Expr) {
                     sys::NFT_REJECT_ICMP_UNREACH,
                     Some(sys::ICMPV6_ADM_PROHIBITED),
                 ),
-                (RejectKind::AdminProhibited, Family::Inet) => (
+                (RejectKind::AdminProhibited, Family::Inet | Family::Bridge) => (
                     sys::NFT_REJECT_ICMPX_UNREACH,
                     Some(sys::NFT_REJECT_ICMPX_ADMIN_PROHIBITED),
                 ),

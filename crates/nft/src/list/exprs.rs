@@ -182,14 +182,14 @@ pub(crate) fn decode_expr(elem: Attr<'_>, family: Family) -> Option<Expr> {
                 | (
                     sys::NFT_REJECT_ICMPX_UNREACH,
                     Some(sys::NFT_REJECT_ICMPX_PORT_UNREACH),
-                    Family::Inet,
+                    Family::Inet | Family::Bridge,
                 ) => RejectKind::PortUnreachable,
                 (sys::NFT_REJECT_ICMP_UNREACH, Some(sys::ICMP_PKT_FILTERED), Family::Ip)
                 | (sys::NFT_REJECT_ICMP_UNREACH, Some(sys::ICMPV6_ADM_PROHIBITED), Family::Ip6)
                 | (
                     sys::NFT_REJECT_ICMPX_UNREACH,
                     Some(sys::NFT_REJECT_ICMPX_ADMIN_PROHIBITED),
-                    Family::Inet,
+                    Family::Inet | Family::Bridge,
                 ) => RejectKind::AdminProhibited,
                 _ => return None,
             })
