@@ -15,6 +15,10 @@ pub use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
+/// Annotation in which a runtime says what it actually runs for a Pod (the
+/// lab kubelet runs `weft serve` whatever the image); `get pods -o wide`
+/// shows it.
+pub const WORKLOAD_ANNOTATION: &str = "weft.dev/workload";
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Label naming the controller that manages an EndpointSlice.

@@ -2,7 +2,8 @@
 //! HTTP requests to the pods' `weft serve` and prints one row per path
 //! (path, from, to, result, time): pod to pod on one node and across nodes
 //! (the server must see the client pod's own address: no NAT), pod to a
-//! ClusterIP, a pod to itself through its Service (hairpin), the external
+//! ClusterIP, a pod to a Service by its DNS name (through the lab's cluster
+//! DNS), a pod to itself through its Service (hairpin), the external
 //! host to the NodePort on every node, and a pod to the outside world
 //! (masqueraded to its node's address).
 
@@ -98,9 +99,47 @@ fn pod_info(layout: &Layout, pod: &Pod) -> Option<PodInfo> {
 /// Where a Service answers.
 struct ServiceTarget {
     name: String,
+    namespace: String,
     cluster_ip: IpAddr,
     port: u16,
     node_port: Option<u16>,
+}
+
+/// Resolves `name` (A) with the cluster DNS from inside `ns`.
+fn resolve(ns: &NetNs, name: &str) -> Result<IpAddr, String> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut request = Message::query();
+    request.metadata.recursion_desired = true;
+    request.add_query(Query::query(
+        Name::from_ascii(name).map_err(|err| err.to_string())?,
+        RecordType::A,
+    ));
+    let bytes = request.to_vec().map_err(|err| err.to_string())?;
+    let server = SocketAddr::from(([10, 96, 0, 10], 53));
+    let answer = ns
+        .run(|| -> Result<Vec<u8>, String> {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|err| err.to_string())?;
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .map_err(|err| err.to_string())?;
+            socket
+                .send_to(&bytes, server)
+                .map_err(|err| err.to_string())?;
+            let mut buffer = vec![0u8; 4096];
+            let read = socket
+                .recv(&mut buffer)
+                .map_err(|err| format!("no answer from {server}: {err}"))?;
+            buffer.truncate(read);
+            Ok(buffer)
+        })
+        .map_err(|err| err.to_string())??;
+    let message = Message::from_vec(&answer).map_err(|err| err.to_string())?;
+    message
+        .answers
+        .iter()
+        .find_map(|record| record.data.to_string().parse::<IpAddr>().ok())
+        .ok_or_else(|| format!("{name}: {:?}, no address", message.metadata.response_code))
 }
 
 /// The first TCP port of the first Service with a selector.
@@ -123,6 +162,7 @@ fn first_service(store: &Store) -> Result<Option<ServiceTarget>, LabError> {
             if let Ok(number) = u16::try_from(port.port) {
                 return Ok(Some(ServiceTarget {
                     name: service.metadata.name.clone().unwrap_or_default(),
+                    namespace: service.metadata.namespace.clone().unwrap_or_default(),
                     cluster_ip: ip,
                     port: number,
                     node_port,
@@ -222,6 +262,21 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
                 || {
                     http_get(&client.ns, target, "/hostname")
                         .map(|host| format!("answered by {host}"))
+                },
+            ));
+            let dns_name = format!("{name}.{}.svc.cluster.local.", service.namespace);
+            rows.push(timed(
+                "pod -> Service by DNS name",
+                client.name.clone(),
+                dns_name.clone(),
+                || {
+                    let address = resolve(&client.ns, &dns_name)?;
+                    let host = http_get(
+                        &client.ns,
+                        SocketAddr::new(address, target.port()),
+                        "/hostname",
+                    )?;
+                    Ok(format!("{address}, answered by {host}"))
                 },
             ));
             rows.push(timed(

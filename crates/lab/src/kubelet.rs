@@ -29,6 +29,10 @@ use crate::cni::{Attachment, Runtime};
 use crate::layout::Layout;
 use crate::process::{self, Recorded};
 
+/// Pod annotation naming a weft program to run instead of `weft serve`
+/// (`dns`: the cluster DNS server).
+pub const RUN_ANNOTATION: &str = "weft.dev/run";
+
 /// Cluster DNS address written into every pod's resolv.conf.
 pub const CLUSTER_DNS: &str = "10.96.0.10";
 
@@ -141,6 +145,9 @@ pub struct Kubelet {
     /// Whether this kubelet also schedules unbound Pods.
     scheduler: bool,
     running: BTreeMap<String, Running>,
+    /// Pods whose workload died: restarts so far, and when the next may
+    /// happen (doubling from 1 s to 30 s, like CrashLoopBackOff).
+    backoff: BTreeMap<String, (u32, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -219,6 +226,7 @@ impl Kubelet {
             runtime,
             workload,
             running: BTreeMap::new(),
+            backoff: BTreeMap::new(),
         })
     }
 
@@ -326,8 +334,13 @@ impl Kubelet {
                 }
             }
         }
+        self.backoff.retain(|uid, _| mine.contains_key(uid));
         for (uid, pod) in mine {
-            if !self.running.contains_key(&uid) {
+            let waiting = self
+                .backoff
+                .get(&uid)
+                .is_some_and(|(_, next)| std::time::Instant::now() < *next);
+            if !self.running.contains_key(&uid) && !waiting {
                 match self.start(&uid, pod) {
                     Ok(running) => {
                         self.running.insert(uid, running);
@@ -387,12 +400,27 @@ impl Kubelet {
             .map_err(|err| err.to_string())?;
 
         let mut command = Command::new(&self.workload);
-        command.args(["serve", "--hostname", &name]);
-        for port in &tcp {
-            command.args(["--http", &port.to_string()]);
-        }
-        for port in &udp {
-            command.args(["--udp-echo", &port.to_string()]);
+        let runs = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(RUN_ANNOTATION))
+            .map(String::as_str);
+        if runs == Some("dns") {
+            // The cluster DNS pod: weft dns on the lab's store, port 53.
+            command.args(["dns", "--listen", "0.0.0.0:53", "--store"]);
+            command.arg(self.layout.store_dir());
+            command
+                .arg("--config")
+                .arg(self.layout.dir.join("dns").join("dns.toml"));
+        } else {
+            command.args(["serve", "--hostname", &name]);
+            for port in &tcp {
+                command.args(["--http", &port.to_string()]);
+            }
+            for port in &udp {
+                command.args(["--udp-echo", &port.to_string()]);
+            }
         }
         command
             .env("POD_NAME", &name)
@@ -408,6 +436,13 @@ impl Kubelet {
         state.pid_start = Some(recorded.start_time);
         state.save(&self.layout).map_err(|err| err.to_string())?;
         tracing::info!(pod = %key, %ip, "started");
+        let images: Vec<String> = pod
+            .spec
+            .iter()
+            .flat_map(|spec| &spec.containers)
+            .filter_map(|container| container.image.clone())
+            .collect();
+        self.record_workload(&key, &images, runs == Some("dns"));
         self.mark(&key, ip, false);
         let probe_port = if tcp.is_empty() && udp.is_empty() {
             Some(8080)
@@ -468,7 +503,14 @@ impl Kubelet {
                     }
                 }
                 None => {
-                    // Dead workload: tear down; the next sync starts it again.
+                    // Dead workload: tear down; a later sync starts it again
+                    // after a growing delay.
+                    let restarts = self.backoff.get(&uid).map_or(0, |(count, _)| *count);
+                    let delay = Duration::from_secs((1u64 << restarts.min(5)).min(30));
+                    self.backoff.insert(
+                        uid.clone(),
+                        (restarts + 1, std::time::Instant::now() + delay),
+                    );
                     if let Some(mut running) = self.running.remove(&uid) {
                         teardown(&self.layout, Some(&self.runtime), &running.state);
                         if let Some(child) = running.child.as_mut() {
@@ -477,6 +519,31 @@ impl Kubelet {
                     }
                 }
             }
+        }
+    }
+
+    /// Says in the Pod what runs instead of its images (the lab runs none).
+    fn record_workload(&self, key: &ObjectKey, images: &[String], dns: bool) {
+        let text = if dns {
+            "weft dns".to_owned()
+        } else if images.is_empty() {
+            "weft serve".to_owned()
+        } else {
+            format!("weft serve (image {} not run)", images.join(", "))
+        };
+        let result = self.store.modify(key, |object| {
+            if let Object::Pod(pod) = object {
+                pod.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(
+                        weft_cluster::model::WORKLOAD_ANNOTATION.to_owned(),
+                        text.clone(),
+                    );
+            }
+        });
+        if let Err(err) = result {
+            tracing::warn!(pod = %key, "recording the workload: {err}");
         }
     }
 

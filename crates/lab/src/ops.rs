@@ -20,6 +20,9 @@ use crate::layout::{EXTERNAL_IP, Layout, MAX_NODES};
 use crate::process::{self, Recorded};
 use crate::{LabError, topology};
 
+/// The cluster DNS objects every lab gets (kube-system/kube-dns).
+pub const CLUSTER_DNS: &str = include_str!("dns.yaml");
+
 /// The sample app applied when `lab up` gets no manifests.
 pub const SAMPLE_APP: &str = include_str!("sample.yaml");
 
@@ -261,8 +264,22 @@ pub fn up(
             what(kubelet)
         );
     }
-    step(out, 7, total, "manifests");
-    for change in store.apply(&manifests)? {
+    step(
+        out,
+        7,
+        total,
+        "cluster DNS (kube-system/kube-dns, 10.96.0.10) and manifests",
+    );
+    write_dns_config(layout)?;
+    let dns = Manifest {
+        origin: "(cluster DNS)".to_owned(),
+        text: CLUSTER_DNS.to_owned(),
+    };
+    for change in store
+        .apply(&[dns])?
+        .into_iter()
+        .chain(store.apply(&manifests)?)
+    {
         let _ = writeln!(out, "      {}: {:?}", change.key, change.action);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -292,6 +309,23 @@ pub fn up(
         started.elapsed().as_secs_f64()
     );
     status(layout, out)
+}
+
+/// The lab DNS server's config: the cluster zone from the store, the
+/// external host by name from a hosts file, and the external host as the
+/// only upstream, so nothing the lab's pods ask leaves the lab (it runs no
+/// DNS server: other names fail fast).
+fn write_dns_config(layout: &Layout) -> Result<(), LabError> {
+    let dir = layout.dir.join("dns");
+    std::fs::create_dir_all(&dir).map_err(LabError::io(format!("creating {}", dir.display())))?;
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, format!("{EXTERNAL_IP} external\n"))
+        .map_err(LabError::io("writing the lab DNS hosts file"))?;
+    let config = format!(
+        "listen = \"0.0.0.0:53\"\nops_listen = \"127.0.0.1:9153\"\nupstreams = [\"{EXTERNAL_IP}\"]\nupstream_timeout_ms = 500\nhosts_file = \"{}\"\n",
+        hosts.display()
+    );
+    std::fs::write(dir.join("dns.toml"), config).map_err(LabError::io("writing the lab DNS config"))
 }
 
 /// Stops every process the lab recorded, removes every namespace named

@@ -27,6 +27,9 @@ enum Command {
     /// Run the lab's workload server (like agnhost): HTTP /hostname,
     /// /clientip, /echo?msg=, /healthz, and TCP/UDP echo ports.
     Serve(weft_serve::ServeArgs),
+    /// Run the cluster DNS server (Kubernetes DNS spec records, forwarding,
+    /// hosts file, cache), fed by the lab's store (--store) or the API.
+    Dns(weft_dns::DnsArgs),
     /// Run the node agent: pod network and Service proxy for this node, fed
     /// by the lab's store (--store) or the Kubernetes API.
     Agent(weft_agent::AgentArgs),
@@ -212,6 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => Ok(weft_serve::run(&args)?),
         Command::Agent(args) => Ok(weft_agent::run(&args)?),
+        Command::Dns(args) => Ok(weft_dns::run(&args)?),
         Command::Lab(command) => {
             let mut out = std::io::stdout().lock();
             let mut stdin = std::io::stdin().lock();

@@ -127,7 +127,7 @@ fn lab_scenario(mode: &str) {
         "-f",
         app.to_str().unwrap(),
     ]);
-    assert!(up.contains("4/4 pods ready"), "{up}");
+    assert!(up.contains("5/5 pods ready"), "{up}"); // 4 + the cluster DNS pod
 
     let check = lab.ok(&["lab", "check"]);
     assert!(
@@ -138,6 +138,7 @@ fn lab_scenario(mode: &str) {
         "pod -> pod, same node",
         "pod -> pod, across nodes",
         "pod -> ClusterIP",
+        "pod -> Service by DNS name",
         "pod -> own Service (hairpin)",
         "external -> NodePort",
         "pod -> outside (masqueraded)",
@@ -150,6 +151,12 @@ fn lab_scenario(mode: &str) {
         );
     }
     assert_eq!(check.matches("external -> NodePort").count(), 3, "{check}");
+
+    let pods = lab.ok(&["lab", "get", "pods", "-o", "wide"]);
+    assert!(
+        pods.contains("weft serve (image agnhost not run)"),
+        "{pods}"
+    );
 
     let svg = lab.ok(&["lab", "diagram"]);
     assert!(svg.starts_with("<svg"), "{svg}");

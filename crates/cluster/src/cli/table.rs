@@ -66,7 +66,7 @@ fn headers(kind: Kind) -> (Vec<&'static str>, Vec<&'static str>) {
     match kind {
         Kind::Pod => (
             vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
-            vec!["IP", "NODE"],
+            vec!["IP", "NODE", "WORKLOAD"],
         ),
         Kind::Service => (
             vec![
@@ -152,7 +152,17 @@ fn cells(obj: &Object, now: jiff::Timestamp) -> (Vec<String>, Vec<String>) {
                     restarts.to_string(),
                     age,
                 ],
-                vec![or_none(status.pod_ip.unwrap_or_default()), or_none(node)],
+                vec![
+                    or_none(status.pod_ip.unwrap_or_default()),
+                    or_none(node),
+                    or_none(
+                        meta.annotations
+                            .as_ref()
+                            .and_then(|a| a.get(crate::model::WORKLOAD_ANNOTATION))
+                            .cloned()
+                            .unwrap_or_default(),
+                    ),
+                ],
             )
         }
         Object::Service(svc) => {

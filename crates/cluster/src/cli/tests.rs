@@ -173,11 +173,13 @@ fn get_wide_adds_columns() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         cells(lines[0]),
-        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+        [
+            "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "WORKLOAD"
+        ]
     );
     let row = cells(lines[1]);
     assert_eq!(row[..4], ["web-1", "0/1", "Pending", "0"]);
-    assert_eq!(row[5..], ["<none>", "node-1"]);
+    assert_eq!(row[5..], ["<none>", "node-1", "<none>"]);
     let out = run(&lab, &["get", "svc", "-o", "wide"], "").expect("get");
     assert!(
         out.lines().nth(1).is_some_and(|l| l.ends_with("app=web")),
