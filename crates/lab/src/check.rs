@@ -73,6 +73,14 @@ fn ready_pods(layout: &Layout, store: &Store) -> Result<Vec<PodInfo>, LabError> 
     let mut pods = Vec::new();
     for object in store.list(Kind::Pod, None)? {
         let Object::Pod(pod) = object else { continue };
+        let runs_other = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|annotations| annotations.contains_key(crate::kubelet::RUN_ANNOTATION));
+        if runs_other {
+            continue; // not a weft serve pod (the cluster DNS)
+        }
         if let Some(info) = pod_info(layout, &pod) {
             pods.push(info);
         }
@@ -173,14 +181,24 @@ fn first_service(store: &Store) -> Result<Option<ServiceTarget>, LabError> {
     Ok(None)
 }
 
+/// Runs `check` up to three times, half a second apart: right after
+/// `lab up` or a change, agents may still be programming the last
+/// endpoints, as a real client's retries would cover.
 fn timed(
     path: &'static str,
     from: String,
     to: String,
-    check: impl FnOnce() -> Result<String, String>,
+    mut check: impl FnMut() -> Result<String, String>,
 ) -> Row {
     let started = Instant::now();
-    let result = check();
+    let mut result = check();
+    for _ in 0..2 {
+        if result.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        result = check();
+    }
     Row {
         path,
         from,

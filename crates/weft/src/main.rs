@@ -38,8 +38,9 @@ enum Command {
     /// without a weft- prefix.)
     #[command(subcommand)]
     Cni(CniCommand),
-    /// The lab's cluster state: apply, delete and get Kubernetes objects in
-    /// the embedded store (--store, or $WEFT_STORE).
+    /// A multi-node cluster in network namespaces on this machine (up, down,
+    /// status, check, exec, logs, diagram) and its object store (apply,
+    /// delete, get).
     #[command(subcommand)]
     Lab(LabCommand),
 }
