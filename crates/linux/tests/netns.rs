@@ -16,6 +16,14 @@ fn ns_inode(path: &str) -> u64 {
 fn named_namespaces_are_visible_to_ip_netns_and_deleted_cleanly() {
     require_root!();
     let name = format!("weft-t-ns-{}", std::process::id());
+    // Removed even if an assertion below fails.
+    struct Cleanup<'a>(&'a str);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = NetNs::delete_if_exists(self.0);
+        }
+    }
+    let _cleanup = Cleanup(&name);
     let ns = NetNs::create(&name).unwrap();
     assert!(NetNs::list().unwrap().contains(&name));
     assert!(matches!(

@@ -112,8 +112,11 @@ fn lab_scenario(mode: &str) {
         root: root.path(),
     };
     // Another lab's namespace, which this lab must leave alone.
-    let bystander = format!("weft-other{tag}{}-node-1", std::process::id() % 100_000);
-    NetNs::create(&bystander).unwrap();
+    let bystander = Bystander(format!(
+        "weft-other{tag}{}-node-1",
+        std::process::id() % 100_000
+    ));
+    NetNs::create(&bystander.0).unwrap();
 
     let app = root.path().join("app.yaml");
     std::fs::write(&app, APP).unwrap();
@@ -238,10 +241,18 @@ fn lab_scenario(mode: &str) {
     );
     assert!(!root.path().join(&lab.name).exists());
     assert!(
-        NetNs::list().unwrap().contains(&bystander),
+        NetNs::list().unwrap().contains(&bystander.0),
         "another lab's namespace was removed"
     );
-    NetNs::delete(&bystander).unwrap();
+}
+
+/// Another lab's namespace, removed when the test ends, pass or fail.
+struct Bystander(String);
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = NetNs::delete_if_exists(&self.0);
+    }
 }
 
 #[test]
