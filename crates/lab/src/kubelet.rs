@@ -193,6 +193,18 @@ fn pod_ports(pod: &Pod) -> PodPorts {
     }
 }
 
+/// What runs for a pod instead of its images (the lab runs none), for the
+/// `weft.dev/workload` annotation.
+fn workload_text(images: &[String], dns: bool) -> String {
+    if dns {
+        "weft dns".to_owned()
+    } else if images.is_empty() {
+        "weft serve".to_owned()
+    } else {
+        format!("weft serve (image {} not run)", images.join(", "))
+    }
+}
+
 /// The resolv.conf of a pod in namespace `namespace`, as kubelet writes it
 /// for `dnsPolicy: ClusterFirst`.
 pub fn resolv_conf(namespace: &str) -> String {
@@ -254,7 +266,8 @@ impl Kubelet {
             }
             self.sync_pods(&pods);
             self.probe();
-            changes.wait_timeout(Duration::from_millis(500));
+            let waiting = self.running.values().any(|running| !running.marked_ready);
+            changes.wait_timeout(Duration::from_millis(if waiting { 100 } else { 500 }));
         }
     }
 
@@ -442,8 +455,8 @@ impl Kubelet {
             .flat_map(|spec| &spec.containers)
             .filter_map(|container| container.image.clone())
             .collect();
-        self.record_workload(&key, &images, runs == Some("dns"));
-        self.mark(&key, ip, false);
+        let workload = workload_text(&images, runs == Some("dns"));
+        self.mark(&key, ip, false, Some(&workload));
         let probe_port = if tcp.is_empty() && udp.is_empty() {
             Some(8080)
         } else {
@@ -499,7 +512,7 @@ impl Kubelet {
                     if let Some(running) = self.running.get_mut(&uid) {
                         running.marked_ready = true;
                         let key = running.key.clone();
-                        self.mark(&key, ip, true);
+                        self.mark(&key, ip, true, None);
                     }
                 }
                 None => {
@@ -522,36 +535,21 @@ impl Kubelet {
         }
     }
 
-    /// Says in the Pod what runs instead of its images (the lab runs none).
-    fn record_workload(&self, key: &ObjectKey, images: &[String], dns: bool) {
-        let text = if dns {
-            "weft dns".to_owned()
-        } else if images.is_empty() {
-            "weft serve".to_owned()
-        } else {
-            format!("weft serve (image {} not run)", images.join(", "))
-        };
-        let result = self.store.modify(key, |object| {
-            if let Object::Pod(pod) = object {
-                pod.metadata
-                    .annotations
-                    .get_or_insert_with(Default::default)
-                    .insert(
-                        weft_cluster::model::WORKLOAD_ANNOTATION.to_owned(),
-                        text.clone(),
-                    );
-            }
-        });
-        if let Err(err) = result {
-            tracing::warn!(pod = %key, "recording the workload: {err}");
-        }
-    }
-
-    /// Records the pod's IP and readiness in the store.
-    fn mark(&self, key: &ObjectKey, ip: IpAddr, ready: bool) {
+    /// Records the pod's IP and readiness (and, once, what runs for it) in
+    /// the store, in one write.
+    fn mark(&self, key: &ObjectKey, ip: IpAddr, ready: bool, workload: Option<&str>) {
         let node_ip = self.node_ip.to_string();
         let result = self.store.modify(key, |object| {
             if let Object::Pod(pod) = object {
+                if let Some(workload) = workload {
+                    pod.metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(
+                            weft_cluster::model::WORKLOAD_ANNOTATION.to_owned(),
+                            workload.to_owned(),
+                        );
+                }
                 let status = pod.status.get_or_insert_with(PodStatus::default);
                 status.phase = Some("Running".to_owned());
                 status.pod_ip = Some(ip.to_string());

@@ -282,7 +282,11 @@ pub fn up(
     {
         let _ = writeln!(out, "      {}: {:?}", change.key, change.action);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A minute, plus a quarter second per pod for big labs.
+    let pod_count = store.list(Kind::Pod, None)?.len();
+    let patience = Duration::from_secs(60)
+        + Duration::from_millis(250) * u32::try_from(pod_count).unwrap_or(u32::MAX);
+    let deadline = Instant::now() + patience;
     loop {
         let pods = store.list(Kind::Pod, None)?;
         let ready = pods
@@ -295,8 +299,9 @@ pub fn up(
         }
         if Instant::now() > deadline {
             return Err(LabError::Invalid(format!(
-                "only {ready}/{} pods became ready within 60 s; see `weft lab logs kubelet --name {}`",
+                "only {ready}/{} pods became ready within {} s; see `weft lab logs kubelet --name {}`",
                 pods.len(),
+                patience.as_secs(),
                 layout.name
             )));
         }

@@ -7,7 +7,7 @@
 //! into the host it plugs in).
 
 use ipnet::{IpNet, Ipv4Net};
-use weft_linux::{NetNs, Netlink, RouteSpec, VethSpec};
+use weft_linux::{NetNs, Netlink, RouteSpec, VethSpec, sysctl};
 
 use crate::LabError;
 use crate::layout::{EXTERNAL_IP, LAN, LAN_BRIDGE, LAN_GATEWAY, Layout};
@@ -48,6 +48,11 @@ pub fn ensure_lan(layout: &Layout) -> Result<NetNs, LabError> {
     netlink.ensure_bridge(LAN_BRIDGE, None)?;
     netlink.ensure_address(LAN_BRIDGE, lan_address(LAN_GATEWAY))?;
     netlink.set_up(LAN_BRIDGE)?;
+    // The LAN is a plain switch: frames crossing it need no trip through
+    // netfilter (br_netfilter defaults to on in every new namespace).
+    for family in ["iptables", "ip6tables", "arptables"] {
+        sysctl::ensure(&lan, &format!("net.bridge.bridge-nf-call-{family}"), "0")?;
+    }
     Ok(lan)
 }
 
