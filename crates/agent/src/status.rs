@@ -40,6 +40,7 @@ struct Metrics {
     elements: Gauge,
     last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
     podnet_changes: Counter,
+    source_up: Gauge,
 }
 
 impl Metrics {
@@ -52,6 +53,12 @@ impl Metrics {
         let elements = Gauge::default();
         let last_sync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let podnet_changes = Counter::default();
+        let source_up = Gauge::default();
+        registry.register(
+            "source_up",
+            "1 while the cluster source delivers, 0 during an outage (the last known state is served)",
+            source_up.clone(),
+        );
         registry.register(
             "proxy_sync_duration_seconds",
             "Time to build and commit one proxy table sync",
@@ -92,6 +99,7 @@ impl Metrics {
             elements,
             last_sync,
             podnet_changes,
+            source_up,
         }
     }
 }
@@ -142,6 +150,10 @@ impl Status {
             .map(|elapsed| elapsed.as_secs_f64())
             .unwrap_or_default();
         shared.metrics.last_sync.set(now);
+        shared
+            .metrics
+            .source_up
+            .set(i64::from(source_problems.is_empty()));
         shared.ready = true;
         shared.problems = report
             .errors

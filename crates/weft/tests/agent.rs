@@ -191,6 +191,7 @@ fn agent_programs_the_node_from_the_store_and_follows_changes() {
     let (metrics, code) = curl(&node, "http://127.0.0.1:10249/metrics");
     assert_eq!(code, "200");
     assert!(metrics.contains("weft_agent_proxy_rules"), "{metrics}");
+    assert!(metrics.contains("weft_agent_source_up 1"), "{metrics}");
     assert_eq!(curl(&node, "http://127.0.0.1:10249/healthz").1, "200");
 
     // The pod turns unready: the health check answers 503 within a second or two.
