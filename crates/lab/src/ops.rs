@@ -362,6 +362,17 @@ pub fn down(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
     {
         stopped += 1;
     }
+    // Anything still running inside a lab namespace (a workload whose
+    // kubelet died between starting it and recording it) was started by
+    // the lab too: it goes before its namespace does.
+    for name in topology::lab_namespaces(layout)? {
+        let path = Path::new(weft_linux::netns::NETNS_RUN_DIR).join(&name);
+        for process in process::in_namespace(&path) {
+            if process.stop(grace) {
+                stopped += 1;
+            }
+        }
+    }
     let pods = PodState::all(layout);
     for pod in &pods {
         // The node namespaces go below, taking the pods' veths and the
@@ -369,12 +380,12 @@ pub fn down(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
         // care, and the state dir holding them is removed too.
         teardown(layout, None, pod);
     }
+    let namespaces = topology::lab_namespaces(layout)?;
     let _ = writeln!(
         out,
         "stopped {stopped} lab process(es) and {} pod(s)",
         pods.len()
     );
-    let namespaces = topology::lab_namespaces(layout)?;
     for name in &namespaces {
         if let Err(err) = NetNs::delete_if_exists(name) {
             problems.push(format!("deleting namespace {name}: {err}"));

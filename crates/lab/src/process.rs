@@ -76,6 +76,31 @@ impl Recorded {
     }
 }
 
+/// Every process whose network namespace is the one at `ns_path` (a lab
+/// namespace: whatever runs there, the lab started), by its `/proc` entry.
+pub fn in_namespace(ns_path: &Path) -> Vec<Recorded> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = fs::metadata(ns_path).map(|meta| meta.ino()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|meta| meta.ino() == target)
+        })
+        .filter_map(|pid| {
+            Some(Recorded {
+                pid,
+                start_time: start_time(pid)?,
+            })
+        })
+        .collect()
+}
+
 /// Starts `command` inside `ns` in a process group of its own (so it
 /// outlives the `weft lab` command that started it and ignores its
 /// terminal), with stdout and stderr appended to `log`, and records it in

@@ -232,7 +232,27 @@ fn lab_scenario(mode: &str) {
         !routed && !fdb
     });
 
+    // A process the lab did not record, inside one of its namespaces.
+    let mut stray = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("weft-{}-pod-default-b", lab.name),
+            "sleep",
+            "300",
+        ])
+        .spawn()
+        .unwrap();
+
     let down = lab.ok(&["lab", "down"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stray.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "lab down left a process running in its namespace"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(down.contains("deleted"), "{down}");
     assert!(
         lab.namespaces().is_empty(),
