@@ -12,38 +12,10 @@ mod support;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use support::{Call, PluginDir, REFERENCE_DIR, Reply, exec_in};
+use support::{Call, Node, REFERENCE_DIR, Reply, exec_in, root};
 use weft_testhost::{TestNs, ip};
 
-fn root() -> bool {
-    if weft_testhost::is_root() {
-        true
-    } else {
-        println!("skipped: needs root");
-        false
-    }
-}
-
-/// A node namespace, a data dir and weft's plugins.
-struct Node {
-    ns: TestNs,
-    plugins: PluginDir,
-    data: tempfile::TempDir,
-}
-
 impl Node {
-    fn new() -> Node {
-        Node {
-            ns: TestNs::new(),
-            plugins: PluginDir::new(),
-            data: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> String {
-        self.plugins.path().display().to_string()
-    }
-
     /// A bridge config as a user writes it for the reference plugins.
     fn bridge_conf(&self, subnet: &str) -> Value {
         json!({
@@ -54,36 +26,8 @@ impl Node {
         })
     }
 
-    fn call(&self, command: &str, container: &TestNs, id: &str) -> Call {
-        Call::new(command, id, &self.path()).netns(&netns_path(container))
-    }
-
     fn weft(&self, plugin: &str, call: &Call, conf: &Value) -> Reply {
         exec_in(self.ns.ns(), &self.plugins.plugin(plugin), call, conf)
-    }
-
-    fn allocations(&self) -> Vec<String> {
-        let dir = self.data.path().join("podnet");
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .map(|e| e.unwrap().file_name().into_string().unwrap())
-                    .filter(|name| name.parse::<std::net::IpAddr>().is_ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    fn links(&self) -> Vec<String> {
-        self.ns
-            .netlink()
-            .links()
-            .unwrap()
-            .into_iter()
-            .map(|l| l.name)
-            .collect()
     }
 }
 
@@ -250,7 +194,7 @@ fn del_twice_succeeds_and_leaves_no_veth_and_no_allocation() {
         node.links()
     );
     assert!(c1.netlink().link("eth0").unwrap().is_none());
-    assert_eq!(node.allocations(), ["10.97.0.3"]);
+    assert_eq!(node.allocations("podnet"), ["10.97.0.3"]);
     // DEL after the container's namespace is gone, and without CNI_NETNS.
     let c2_path = netns_path(&c2);
     drop(c2);
@@ -262,7 +206,7 @@ fn del_twice_succeeds_and_leaves_no_veth_and_no_allocation() {
         &conf,
     )
     .ok();
-    assert!(node.allocations().is_empty());
+    assert!(node.allocations("podnet").is_empty());
 }
 
 #[test]
@@ -278,17 +222,17 @@ fn gc_with_an_empty_valid_list_removes_every_allocation() {
         .ok();
     node.weft("bridge", &node.call("ADD", &c2, "c2"), &conf)
         .ok();
-    assert_eq!(node.allocations().len(), 2);
+    assert_eq!(node.allocations("podnet").len(), 2);
     node.weft("bridge", &Call::new("STATUS", "", &node.path()), &conf)
         .ok();
     conf["cni.dev/valid-attachments"] = json!([{"containerID": "c2", "ifname": "eth0"}]);
     node.weft("bridge", &Call::new("GC", "", &node.path()), &conf)
         .ok();
-    assert_eq!(node.allocations(), ["10.96.128.3"]);
+    assert_eq!(node.allocations("podnet"), ["10.96.128.3"]);
     conf["cni.dev/valid-attachments"] = json!([]);
     node.weft("bridge", &Call::new("GC", "", &node.path()), &conf)
         .ok();
-    assert!(node.allocations().is_empty());
+    assert!(node.allocations("podnet").is_empty());
 }
 
 #[test]
@@ -338,7 +282,7 @@ fn bad_input_gets_the_spec_error_code_and_creates_nothing() {
 
     assert_eq!(node.links(), before, "a refused ADD changed the node");
     assert!(container.netlink().link("eth0").unwrap().is_none());
-    assert!(node.allocations().is_empty());
+    assert!(node.allocations("podnet").is_empty());
 }
 
 #[test]
@@ -400,7 +344,7 @@ fn reference_bridge_configs_work_unchanged_and_both_plugins_share_the_bridge_and
     node.weft("bridge", &node.call("DEL", &c1, "ref-c1"), &conf)
         .ok();
     assert!(c1.netlink().link("eth0").unwrap().is_none());
-    assert_eq!(node.allocations(), ["10.93.0.3"]);
+    assert_eq!(node.allocations("podnet"), ["10.93.0.3"]);
 }
 
 #[test]
@@ -437,7 +381,11 @@ fn adds_killed_at_varied_moments_then_deleted_leave_no_allocation_and_no_veth() 
         )
         .ok();
     }
-    assert!(node.allocations().is_empty(), "{:?}", node.allocations());
+    assert!(
+        node.allocations("podnet").is_empty(),
+        "{:?}",
+        node.allocations("podnet")
+    );
     let after: Vec<String> = node
         .links()
         .into_iter()
@@ -555,5 +503,5 @@ fn ip_masq_lets_pods_reach_beyond_the_node_and_del_and_gc_remove_the_rules() {
     node.weft("bridge", &Call::new("GC", "", &node.path()), &conf)
         .ok();
     assert!(masquerade_rules(&node).is_empty());
-    assert!(node.allocations().is_empty());
+    assert!(node.allocations("podnet").is_empty());
 }

@@ -146,3 +146,68 @@ pub fn exec_in(node: &weft_linux::NetNs, binary: &Path, call: &Call, stdin: &Val
     let child = node.spawn(&mut call.command_for(binary)).unwrap();
     finish(child, stdin)
 }
+
+/// Whether the test can run: privileged tests print a skip line without root.
+pub fn root() -> bool {
+    if weft_testhost::is_root() {
+        true
+    } else {
+        println!("skipped: needs root");
+        false
+    }
+}
+
+/// A node namespace, a host-local data dir and weft's plugins.
+pub struct Node {
+    pub ns: weft_testhost::TestNs,
+    pub plugins: PluginDir,
+    pub data: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        Node {
+            ns: weft_testhost::TestNs::new(),
+            plugins: PluginDir::new(),
+            data: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The plugin dir, as `CNI_PATH`.
+    pub fn path(&self) -> String {
+        self.plugins.path().display().to_string()
+    }
+
+    /// A call of `command` for a container namespace, plugins on CNI_PATH.
+    pub fn call(&self, command: &str, container: &weft_testhost::TestNs, id: &str) -> Call {
+        Call::new(command, id, &self.path()).netns(&container.ns().path().display().to_string())
+    }
+
+    /// Links of the node namespace, sorted.
+    pub fn links(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .ns
+            .netlink()
+            .links()
+            .unwrap()
+            .into_iter()
+            .map(|link| link.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Addresses host-local holds for `network`, sorted.
+    pub fn allocations(&self, network: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.data.path().join(network))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .filter(|name| name.parse::<std::net::IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
