@@ -456,14 +456,36 @@ pub(crate) fn fields_len(fields: &[KeyType]) -> usize {
     }
 }
 
+/// A request that names a table (`table_attr`) and, for objects inside it,
+/// one object (`object`: its attribute and name) — every delete and flush.
+fn named_request(
+    w: &mut Writer,
+    seq: u32,
+    message: u16,
+    t: &TableRef,
+    table_attr: u16,
+    object: Option<(u16, &str)>,
+) {
+    let m = w.begin_msg(
+        msg_type(message),
+        sys::NLM_F_REQUEST,
+        seq,
+        t.family.nfproto(),
+        0,
+    );
+    w.attr_str(table_attr, &t.name);
+    if let Some((attr, name)) = object {
+        w.attr_str(attr, name);
+    }
+    w.end_msg(m);
+}
+
 fn encode_op(w: &mut Writer, seq: u32, op: &Op) {
-    let req = sys::NLM_F_REQUEST;
-    let create = req | sys::NLM_F_CREATE;
     match op {
         Op::AddTable(t) => {
             let m = w.begin_msg(
                 msg_type(sys::NFT_MSG_NEWTABLE),
-                create,
+                sys::NLM_F_REQUEST | sys::NLM_F_CREATE,
                 seq,
                 t.family.nfproto(),
                 0,
@@ -473,77 +495,45 @@ fn encode_op(w: &mut Writer, seq: u32, op: &Op) {
             w.end_msg(m);
         }
         Op::DeleteTable(t) => {
-            let m = w.begin_msg(
-                msg_type(sys::NFT_MSG_DELTABLE),
-                req,
-                seq,
-                t.family.nfproto(),
-                0,
-            );
-            w.attr_str(sys::NFTA_TABLE_NAME, &t.name);
-            w.end_msg(m);
+            named_request(w, seq, sys::NFT_MSG_DELTABLE, t, sys::NFTA_TABLE_NAME, None)
         }
         Op::FlushTable(t) => {
-            let m = w.begin_msg(
-                msg_type(sys::NFT_MSG_DELRULE),
-                req,
-                seq,
-                t.family.nfproto(),
-                0,
-            );
-            w.attr_str(sys::NFTA_RULE_TABLE, &t.name);
-            w.end_msg(m);
+            named_request(w, seq, sys::NFT_MSG_DELRULE, t, sys::NFTA_RULE_TABLE, None)
         }
         Op::AddChain(t, chain) => encode_chain(w, seq, t, chain),
-        Op::FlushChain(t, chain) => {
-            let m = w.begin_msg(
-                msg_type(sys::NFT_MSG_DELRULE),
-                req,
-                seq,
-                t.family.nfproto(),
-                0,
-            );
-            w.attr_str(sys::NFTA_RULE_TABLE, &t.name);
-            w.attr_str(sys::NFTA_RULE_CHAIN, chain);
-            w.end_msg(m);
-        }
-        Op::DeleteChain(t, chain) => {
-            let m = w.begin_msg(
-                msg_type(sys::NFT_MSG_DELCHAIN),
-                req,
-                seq,
-                t.family.nfproto(),
-                0,
-            );
-            w.attr_str(sys::NFTA_CHAIN_TABLE, &t.name);
-            w.attr_str(sys::NFTA_CHAIN_NAME, chain);
-            w.end_msg(m);
-        }
+        Op::FlushChain(t, chain) => named_request(
+            w,
+            seq,
+            sys::NFT_MSG_DELRULE,
+            t,
+            sys::NFTA_RULE_TABLE,
+            Some((sys::NFTA_RULE_CHAIN, chain)),
+        ),
+        Op::DeleteChain(t, chain) => named_request(
+            w,
+            seq,
+            sys::NFT_MSG_DELCHAIN,
+            t,
+            sys::NFTA_CHAIN_TABLE,
+            Some((sys::NFTA_CHAIN_NAME, chain)),
+        ),
         Op::AddSet(t, set) => encode_set(w, seq, t, set),
-        Op::FlushSet(t, set) => {
-            let m = w.begin_msg(
-                msg_type(sys::NFT_MSG_DELSETELEM),
-                req,
-                seq,
-                t.family.nfproto(),
-                0,
-            );
-            w.attr_str(sys::NFTA_SET_ELEM_LIST_TABLE, &t.name);
-            w.attr_str(sys::NFTA_SET_ELEM_LIST_SET, set);
-            w.end_msg(m);
-        }
-        Op::DeleteSet(t, set) => {
-            let m = w.begin_msg(
-                msg_type(sys::NFT_MSG_DELSET),
-                req,
-                seq,
-                t.family.nfproto(),
-                0,
-            );
-            w.attr_str(sys::NFTA_SET_TABLE, &t.name);
-            w.attr_str(sys::NFTA_SET_NAME, set);
-            w.end_msg(m);
-        }
+        Op::FlushSet(t, set) => named_request(
+            w,
+            seq,
+            sys::NFT_MSG_DELSETELEM,
+            t,
+            sys::NFTA_SET_ELEM_LIST_TABLE,
+            Some((sys::NFTA_SET_ELEM_LIST_SET, set)),
+        ),
+        Op::DeleteSet(t, set) => named_request(
+            w,
+            seq,
+            sys::NFT_MSG_DELSET,
+            t,
+            sys::NFTA_SET_TABLE,
+            Some((sys::NFTA_SET_NAME, set)),
+        ),
         Op::AddRule(t, rule) => encode_rule(w, seq, t, rule),
         Op::DeleteRule {
             table,
@@ -552,7 +542,7 @@ fn encode_op(w: &mut Writer, seq: u32, op: &Op) {
         } => {
             let m = w.begin_msg(
                 msg_type(sys::NFT_MSG_DELRULE),
-                req,
+                sys::NLM_F_REQUEST,
                 seq,
                 table.family.nfproto(),
                 0,
