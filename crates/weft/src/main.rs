@@ -30,6 +30,10 @@ enum Command {
     /// Run the cluster DNS server (Kubernetes DNS spec records, forwarding,
     /// hosts file, cache), fed by the lab's store (--store) or the API.
     Dns(weft_dns::DnsArgs),
+    /// Run the ingress controller: networking.k8s.io/v1 Ingress over HTTP,
+    /// HTTP/2 and TLS, straight to Service endpoints, fed by the lab's store
+    /// (--store) or the API.
+    Ingress(weft_ingress::IngressArgs),
     /// Run the node agent: pod network and Service proxy for this node, fed
     /// by the lab's store (--store) or the Kubernetes API.
     Agent(weft_agent::AgentArgs),
@@ -217,6 +221,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => Ok(weft_serve::run(&args)?),
         Command::Agent(args) => Ok(weft_agent::run(&args)?),
         Command::Dns(args) => Ok(weft_dns::run(&args)?),
+        Command::Ingress(args) => Ok(weft_ingress::run(&args)?),
         Command::Lab(command) => {
             let mut out = std::io::stdout().lock();
             let mut stdin = std::io::stdin().lock();
@@ -224,10 +229,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 LabCommand::Apply(args) => {
                     let store = args.store.open()?;
                     weft_cluster::cli::apply(&store, &args, &mut stdin, &mut out)?;
+                    // A lab's store: wait for Pods Ready and agents synced.
+                    weft_lab::settle_store(&args.store.store, &mut out)?;
                 }
                 LabCommand::Delete(args) => {
                     let store = args.store.open()?;
                     weft_cluster::cli::delete(&store, &args, &mut stdin, &mut out)?;
+                    weft_lab::settle_store(&args.store.store, &mut out)?;
                 }
                 LabCommand::Get(args) => {
                     let store = args.store.open()?;

@@ -1,0 +1,282 @@
+//! Ingress controller (`weft ingress`): serves networking.k8s.io/v1 Ingress
+//! over HTTP/1.1, HTTP/2 and TLS, routing by host and path straight to the
+//! ready endpoints of the backend Services.
+//!
+//! - [`routes`]: the routing table, a pure function of the cluster model
+//!   (class selection, host and path matching, backends, certificates).
+//! - [`tls`]: certificates from `kubernetes.io/tls` Secrets and SNI.
+//! - [`proxy`]: one request: routing, forwarding headers, retries,
+//!   timeouts, upgrades.
+//! - [`upstream`]: the keep-alive connection pool and balancing state.
+//! - [`server`]: listeners, admission and connection limits, graceful
+//!   shutdown.
+//! - [`source`]: rebuilds the table on cluster changes and writes Ingress
+//!   status.
+//! - [`ops`]: `/healthz`, `/ready`, `/metrics`.
+//!
+//! This crate changes no kernel state: it only opens its sockets.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use weft_cluster::{Cluster, Kind, KubernetesSource, Store};
+
+pub mod ops;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod source;
+pub mod tls;
+pub mod upstream;
+
+use ops::Metrics;
+use proxy::{Balance, Proxy, ProxySettings};
+use routes::{ClassSettings, RouteTable};
+use server::ServerSettings;
+use source::{Follower, FollowerParts, StatusWriter};
+use upstream::{Pool, PoolSettings};
+
+/// Parses durations written as `500ms`, `5s`, `2m` (or plain seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// `weft ingress`: serve the cluster's Ingresses from the lab's embedded
+/// store, or from the Kubernetes API when no store is given.
+#[derive(Clone, Debug, clap::Args)]
+pub struct IngressArgs {
+    /// Plain HTTP address (HTTP/1.1 and h2c).
+    #[arg(long, default_value = "0.0.0.0:80")]
+    pub http_listen: SocketAddr,
+    /// HTTPS address (TLS, ALPN h2 and http/1.1).
+    #[arg(long, default_value = "0.0.0.0:443")]
+    pub https_listen: SocketAddr,
+    /// HTTP address of /healthz, /ready and /metrics.
+    #[arg(long, default_value = "127.0.0.1:10254")]
+    pub ops_listen: SocketAddr,
+    /// Directory of the embedded store to read the cluster from; without
+    /// it, the Kubernetes API (in-cluster config or kubeconfig).
+    #[arg(long, env = "WEFT_STORE")]
+    pub store: Option<PathBuf>,
+    /// Ingresses of this class name are served (also without an
+    /// IngressClass object).
+    #[arg(long, default_value = "weft")]
+    pub ingress_class: String,
+    /// IngressClasses with this `spec.controller` are served; one of them
+    /// marked default makes class-less Ingresses ours.
+    #[arg(long, default_value = routes::CONTROLLER_NAME)]
+    pub controller_name: String,
+    /// Address (IP or host name) written into served Ingresses'
+    /// `status.loadBalancer.ingress` (repeatable; none: status untouched).
+    #[arg(long = "publish-address", value_name = "ADDRESS")]
+    pub publish_address: Vec<String>,
+    /// Endpoint choice per request.
+    #[arg(long, value_enum, default_value = "round-robin")]
+    pub balance: Balance,
+    /// Upstream connect timeout (an endpoint that does not connect in time
+    /// is skipped for the next).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Time for an upstream to send response headers (then 504).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub response_timeout: Duration,
+    /// Time for a client to send request headers, and to start the next
+    /// request on a keep-alive connection; also the TLS handshake timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Idle upstream connections older than this are not reused.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+    /// Largest request head in bytes (at least 8192 for HTTP/1); more is
+    /// answered 431.
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// Most request headers; more is answered 431.
+    #[arg(long, default_value_t = 100)]
+    pub max_headers: usize,
+    /// Open client connections at most.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// New connections per second accepted from one client address (0: no
+    /// limit); bursts of twice the rate pass.
+    #[arg(long, default_value_t = 0)]
+    pub connection_rate: u32,
+    /// Endpoints tried per request before answering 502/504.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: usize,
+    /// Port in the Location of HTTP→HTTPS redirects (443 leaves it out).
+    #[arg(long, default_value_t = 443)]
+    pub https_redirect_port: u16,
+    /// How long SIGTERM waits for in-flight requests before exiting.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngressError {
+    #[error("cannot open the cluster store")]
+    Store(#[from] weft_cluster::store::StoreError),
+    #[error("cannot connect to the Kubernetes API")]
+    Kubernetes(#[from] kube::Error),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot start the runtime or a thread")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Runs `weft ingress` until SIGINT or SIGTERM, then drains.
+pub fn run(args: &IngressArgs) -> Result<(), IngressError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(IngressError::Runtime)?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(IngressError::Runtime)?;
+        let stop = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        serve_until(args, stop).await
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, IngressError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| IngressError::Bind { addr, source })
+}
+
+/// Runs `weft ingress` inside a tokio runtime until `stop` completes: binds,
+/// follows the cluster source, serves, then drains.
+pub async fn serve_until(
+    args: &IngressArgs,
+    stop: impl Future<Output = ()>,
+) -> Result<(), IngressError> {
+    let http = bind(args.http_listen).await?;
+    let https = bind(args.https_listen).await?;
+    let ops = bind(args.ops_listen).await?;
+    let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let metrics = Arc::new(Metrics::new());
+    let cluster = Cluster::new();
+    let (_watcher, status) = match &args.store {
+        Some(dir) => {
+            let store = Store::open(dir)?;
+            let watcher = store.watch(&cluster, weft_cluster::store::WATCH_INTERVAL)?;
+            (Some(watcher), StatusWriter::Store(store))
+        }
+        None => {
+            let client = kube::Client::try_default().await?;
+            let source = KubernetesSource::new(client.clone()).kinds(&[
+                Kind::Service,
+                Kind::EndpointSlice,
+                Kind::Ingress,
+                Kind::IngressClass,
+                Kind::Secret,
+            ]);
+            tokio::spawn(source.run(cluster.clone()));
+            let writer = StatusWriter::Kubernetes {
+                client,
+                runtime: tokio::runtime::Handle::current(),
+            };
+            (None, writer)
+        }
+    };
+    let status = if args.publish_address.is_empty() {
+        StatusWriter::Off
+    } else {
+        status
+    };
+    let _follower = Follower::start(
+        cluster,
+        FollowerParts {
+            classes: ClassSettings {
+                class: args.ingress_class.clone(),
+                controller: args.controller_name.clone(),
+            },
+            table: table.clone(),
+            metrics: metrics.clone(),
+            status,
+            publish: args.publish_address.clone(),
+        },
+    )
+    .map_err(IngressError::Runtime)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(table.clone())?);
+    let proxy = Arc::new(Proxy {
+        table,
+        pool: Pool::new(PoolSettings {
+            connect_timeout: args.connect_timeout,
+            max_idle_per_endpoint: 64,
+            idle_timeout: args.upstream_idle_timeout,
+        }),
+        metrics: metrics.clone(),
+        settings: ProxySettings {
+            balance: args.balance,
+            response_timeout: args.response_timeout,
+            max_attempts: args.max_attempts,
+            https_redirect_port: args.https_redirect_port,
+        },
+    });
+    let settings = ServerSettings {
+        header_timeout: args.header_timeout,
+        max_header_bytes: args.max_header_bytes,
+        max_headers: args.max_headers,
+        max_connections: args.max_connections,
+        connection_rate: args.connection_rate,
+        drain_timeout: args.drain_timeout,
+    };
+    tracing::info!(
+        http = %args.http_listen,
+        https = %args.https_listen,
+        ops = %args.ops_listen,
+        class = %args.ingress_class,
+        "serving Ingresses"
+    );
+    let ops_task = tokio::spawn(ops::serve(ops, metrics));
+    server::serve(proxy, Some(http), Some((https, acceptor)), settings, stop).await;
+    ops_task.abort();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! Client-facing listeners: HTTP (HTTP/1.1 and h2c) and HTTPS (TLS with
+//! ALPN h2 and http/1.1), admission limits at accept (a cap on open
+//! connections and a per-source-address rate of new connections), limits
+//! per connection (header bytes and count, a header read timeout that also
+//! closes idle keep-alive connections and slowloris clients, a TLS
+//! handshake timeout), and graceful shutdown that stops accepting and lets
+//! in-flight requests finish.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::proxy::{ConnInfo, Proxy};
+
+/// Connection-level limits.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Time to receive a request's headers (and, on keep-alive, the next
+    /// request's first byte); also the TLS handshake timeout.
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; more is
+    /// answered 431.
+    pub max_header_bytes: usize,
+    /// Most request headers; more is answered 431.
+    pub max_headers: usize,
+    /// Open client connections at most; more are closed at accept.
+    pub max_connections: usize,
+    /// New connections per second from one source address (0: no limit);
+    /// bursts of twice that are allowed.
+    pub connection_rate: u32,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+/// hyper's smallest allowed HTTP/1 read buffer.
+const MIN_BUFFER: usize = 8192;
+
+/// Decides at accept whether a connection may be served.
+#[derive(Debug)]
+struct Admission {
+    slots: Arc<Semaphore>,
+    rate: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl Admission {
+    fn new(settings: &ServerSettings) -> Admission {
+        Admission {
+            slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            rate: f64::from(settings.connection_rate),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for the connection, or the reason it is refused.
+    fn admit(&self, ip: IpAddr) -> Result<OwnedSemaphorePermit, &'static str> {
+        if self.rate > 0.0 {
+            let burst = self.rate * 2.0;
+            let mut buckets = self
+                .buckets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            if buckets.len() > 100_000 {
+                // Forget sources whose bucket has refilled: they are at the
+                // state a new entry would have.
+                let rate = self.rate;
+                buckets.retain(|_, (tokens, at)| {
+                    *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+                });
+            }
+            let (tokens, at) = buckets.entry(ip).or_insert((burst, now));
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(burst);
+            *at = now;
+            if *tokens < 1.0 {
+                return Err("rate");
+            }
+            *tokens -= 1.0;
+        }
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "max_connections")
+    }
+}
+
+fn builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(settings.max_header_bytes.max(MIN_BUFFER))
+        .max_headers(settings.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Accepts on the listeners until `stop` completes, then stops accepting
+/// and waits up to the drain timeout for open requests to finish.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    http: Option<TcpListener>,
+    https: Option<(TcpListener, TlsAcceptor)>,
+    settings: ServerSettings,
+    stop: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder(&settings));
+    let admission = Admission::new(&settings);
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer, tls) = tokio::select! {
+            accepted = accept(http.as_ref()) => match accepted {
+                Some((stream, peer)) => (stream, peer, None),
+                None => continue,
+            },
+            accepted = accept(https.as_ref().map(|(l, _)| l)) => match accepted {
+                Some((stream, peer)) => (stream, peer, https.as_ref().map(|(_, a)| a.clone())),
+                None => continue,
+            },
+            () = &mut stop => break,
+        };
+        let permit = match admission.admit(peer.ip().to_canonical()) {
+            Ok(permit) => permit,
+            Err(reason) => {
+                proxy.metrics.rejected(reason);
+                tracing::debug!(%peer, reason, "connection refused at accept");
+                continue;
+            }
+        };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            peer,
+            local,
+            tls: tls.is_some(),
+        };
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let proxy = proxy.clone();
+        let header_timeout = settings.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            proxy.metrics.connection_opened();
+            match tls {
+                None => serve_connection(stream, info, &builder, proxy.clone(), watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, info, &builder, proxy.clone(), watcher).await;
+                        }
+                        Ok(Err(error)) => {
+                            proxy.metrics.tls_failure();
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            proxy.metrics.tls_failure();
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
+            proxy.metrics.connection_closed();
+        });
+    }
+    drop(http);
+    drop(https);
+    tracing::info!(
+        connections = graceful.count(),
+        "stopped accepting; draining open connections"
+    );
+    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout passed; closing the remaining connections");
+    }
+}
+
+async fn accept(listener: Option<&TcpListener>) -> Option<(TcpStream, SocketAddr)> {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(error) => {
+            // Out of file descriptors and the like: back off instead of
+            // spinning on the error.
+            tracing::warn!(%error, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    info: ConnInfo,
+    builder: &auto::Builder<TokioExecutor>,
+    proxy: Arc<Proxy>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        proxy.clone().handle(request, info)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(error) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(peer = %info.peer, %error, "client connection ended with an error");
+    }
+}

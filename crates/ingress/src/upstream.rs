@@ -1,0 +1,291 @@
+//! Upstream connections: a keep-alive pool of HTTP/1.1 connections per
+//! endpoint address, connect timeouts, in-flight counts for least-requests
+//! balancing, and a short memory of endpoints that refused connections so
+//! the next requests try the others first.
+//!
+//! A connection goes back to the pool only after its response body was read
+//! to the end ([`PooledBody`]); a response dropped half-way closes it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Body type of every request and response the proxy forwards.
+pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// How long an endpoint that refused a connection is tried last.
+const FAILURE_MEMORY: Duration = Duration::from_secs(5);
+
+/// Why no connection could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("connect to {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP handshake with {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+/// Pool limits.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    /// Idle connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+    /// An idle connection older than this is closed, not reused.
+    pub idle_timeout: Duration,
+}
+
+struct IdleConn {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: HashMap<SocketAddr, Vec<IdleConn>>,
+    in_flight: HashMap<SocketAddr, usize>,
+    failed: HashMap<SocketAddr, Instant>,
+}
+
+/// The shared connection pool.
+#[derive(Clone)]
+pub struct Pool {
+    state: Arc<Mutex<PoolState>>,
+    settings: PoolSettings,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// A connection ready to send one request.
+#[derive(Debug)]
+pub struct Connection {
+    pub sender: SendRequest<ProxyBody>,
+    pub addr: SocketAddr,
+    /// Taken from the pool rather than freshly connected.
+    pub reused: bool,
+}
+
+impl Pool {
+    pub fn new(settings: PoolSettings) -> Pool {
+        Pool {
+            state: Arc::default(),
+            settings,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A panic while holding the lock leaves plain maps behind, still
+        // consistent enough to keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle pooled connection to `addr`, or a new one.
+    pub async fn checkout(&self, addr: SocketAddr) -> Result<Connection, ConnectError> {
+        if let Some(sender) = self.take_idle(addr) {
+            return Ok(Connection {
+                sender,
+                addr,
+                reused: true,
+            });
+        }
+        let result = self.connect(addr).await;
+        let mut state = self.lock();
+        match &result {
+            Ok(_) => {
+                state.failed.remove(&addr);
+            }
+            Err(_) => {
+                state.failed.insert(addr, Instant::now());
+            }
+        }
+        result.map(|sender| Connection {
+            sender,
+            addr,
+            reused: false,
+        })
+    }
+
+    fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
+        let mut state = self.lock();
+        let conns = state.idle.get_mut(&addr)?;
+        while let Some(conn) = conns.pop() {
+            if conn.sender.is_ready() && conn.since.elapsed() < self.settings.idle_timeout {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<ProxyBody>, ConnectError> {
+        let stream = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(addr))?
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        // Small writes (headers) must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%addr, %error, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Returns a connection whose response was fully read; it joins the
+    /// idle list once hyper has it ready for the next request.
+    fn checkin(&self, addr: SocketAddr, mut sender: SendRequest<ProxyBody>) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let mut state = pool.lock();
+            let idle = state.idle.entry(addr).or_default();
+            if idle.len() < pool.settings.max_idle_per_endpoint {
+                idle.push(IdleConn {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    /// Counts a request to `addr` as in flight until the guard drops.
+    pub fn start_request(&self, addr: SocketAddr) -> InFlight {
+        *self.lock().in_flight.entry(addr).or_default() += 1;
+        InFlight {
+            pool: self.clone(),
+            addr,
+        }
+    }
+
+    /// Orders endpoints for one request: endpoints that refused a
+    /// connection in the last few seconds go last; with `least_requests`,
+    /// fewer in-flight requests first. The sort is stable, so the given
+    /// (round-robin) order breaks ties.
+    pub fn order(&self, endpoints: &mut [SocketAddr], least_requests: bool) {
+        let mut state = self.lock();
+        state
+            .failed
+            .retain(|_, since| since.elapsed() < FAILURE_MEMORY);
+        let state = &*state;
+        endpoints.sort_by_key(|addr| {
+            let failed = state.failed.contains_key(addr);
+            let load = if least_requests {
+                state.in_flight.get(addr).copied().unwrap_or(0)
+            } else {
+                0
+            };
+            (failed, load)
+        });
+    }
+}
+
+/// One request in flight to an endpoint.
+#[derive(Debug)]
+pub struct InFlight {
+    pool: Pool,
+    addr: SocketAddr,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        if let Some(count) = state.in_flight.get_mut(&self.addr) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                state.in_flight.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// An upstream response body that hands its connection back to the pool
+/// once read to the end, and ends the in-flight count when dropped.
+pub struct PooledBody {
+    inner: Incoming,
+    done: bool,
+    conn: Option<(Pool, SocketAddr, SendRequest<ProxyBody>)>,
+    _in_flight: InFlight,
+}
+
+impl PooledBody {
+    pub fn new(
+        inner: Incoming,
+        pool: Pool,
+        addr: SocketAddr,
+        sender: SendRequest<ProxyBody>,
+        in_flight: InFlight,
+    ) -> PooledBody {
+        PooledBody {
+            inner,
+            done: false,
+            conn: Some((pool, addr, sender)),
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.done = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if (self.done || self.inner.is_end_stream())
+            && let Some((pool, addr, sender)) = self.conn.take()
+        {
+            pool.checkin(addr, sender);
+        }
+    }
+}
