@@ -175,17 +175,142 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, IngressError>
         .map_err(|source| IngressError::Bind { addr, source })
 }
 
-/// Runs `weft ingress` inside a tokio runtime until `stop` completes: binds,
-/// follows the cluster source, serves, then drains.
+fn local_addr(listener: &tokio::net::TcpListener, addr: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(addr)
+}
+
+/// The addresses a [`Controller`] actually bound.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub ops: SocketAddr,
+}
+
+/// A bound controller following a cluster, not yet serving.
+#[derive(Debug)]
+pub struct Controller {
+    proxy: Arc<Proxy>,
+    listeners: (
+        tokio::net::TcpListener,
+        tokio::net::TcpListener,
+        tokio::net::TcpListener,
+    ),
+    tls: Arc<rustls::ServerConfig>,
+    settings: ServerSettings,
+    bound: Bound,
+    _follower: Follower,
+}
+
+impl Controller {
+    /// Binds the listeners and starts following `cluster` (the routing
+    /// table is built before this returns). Must run inside a tokio
+    /// runtime.
+    pub async fn bind(
+        args: &IngressArgs,
+        cluster: Cluster,
+        status: StatusWriter,
+    ) -> Result<Controller, IngressError> {
+        let http = bind(args.http_listen).await?;
+        let https = bind(args.https_listen).await?;
+        let ops = bind(args.ops_listen).await?;
+        let bound = Bound {
+            http: local_addr(&http, args.http_listen),
+            https: local_addr(&https, args.https_listen),
+            ops: local_addr(&ops, args.ops_listen),
+        };
+        let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+        let metrics = Arc::new(Metrics::new());
+        let status = if args.publish_address.is_empty() {
+            StatusWriter::Off
+        } else {
+            status
+        };
+        let follower = Follower::start(
+            cluster,
+            FollowerParts {
+                classes: ClassSettings {
+                    class: args.ingress_class.clone(),
+                    controller: args.controller_name.clone(),
+                },
+                table: table.clone(),
+                metrics: metrics.clone(),
+                status,
+                publish: args.publish_address.clone(),
+            },
+        )
+        .map_err(IngressError::Runtime)?;
+        let tls = tls::server_config(table.clone())?;
+        let proxy = Arc::new(Proxy {
+            table,
+            pool: Pool::new(PoolSettings {
+                connect_timeout: args.connect_timeout,
+                max_idle_per_endpoint: 64,
+                idle_timeout: args.upstream_idle_timeout,
+            }),
+            metrics,
+            settings: ProxySettings {
+                balance: args.balance,
+                response_timeout: args.response_timeout,
+                max_attempts: args.max_attempts,
+                https_redirect_port: args.https_redirect_port,
+            },
+        });
+        let settings = ServerSettings {
+            header_timeout: args.header_timeout,
+            max_header_bytes: args.max_header_bytes,
+            max_headers: args.max_headers,
+            max_connections: args.max_connections,
+            connection_rate: args.connection_rate,
+            drain_timeout: args.drain_timeout,
+        };
+        Ok(Controller {
+            proxy,
+            listeners: (http, https, ops),
+            tls,
+            settings,
+            bound,
+            _follower: follower,
+        })
+    }
+
+    /// The addresses bound.
+    pub fn bound(&self) -> Bound {
+        self.bound
+    }
+
+    /// The metrics, shared with the ops endpoint.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.proxy.metrics.clone()
+    }
+
+    /// The current routing table.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.proxy.table.load_full()
+    }
+
+    /// Serves until `stop` completes, then stops accepting and drains.
+    pub async fn serve(self, stop: impl Future<Output = ()>) {
+        let (http, https, ops) = self.listeners;
+        let ops_task = tokio::spawn(ops::serve(ops, self.proxy.metrics.clone()));
+        server::serve(
+            self.proxy,
+            Some(http),
+            Some((https, tokio_rustls::TlsAcceptor::from(self.tls))),
+            self.settings,
+            stop,
+        )
+        .await;
+        ops_task.abort();
+    }
+}
+
+/// Runs `weft ingress` inside a tokio runtime until `stop` completes:
+/// follows the cluster source, binds, serves, then drains.
 pub async fn serve_until(
     args: &IngressArgs,
     stop: impl Future<Output = ()>,
 ) -> Result<(), IngressError> {
-    let http = bind(args.http_listen).await?;
-    let https = bind(args.https_listen).await?;
-    let ops = bind(args.ops_listen).await?;
-    let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
-    let metrics = Arc::new(Metrics::new());
     let cluster = Cluster::new();
     let (_watcher, status) = match &args.store {
         Some(dir) => {
@@ -210,59 +335,16 @@ pub async fn serve_until(
             (None, writer)
         }
     };
-    let status = if args.publish_address.is_empty() {
-        StatusWriter::Off
-    } else {
-        status
-    };
-    let _follower = Follower::start(
-        cluster,
-        FollowerParts {
-            classes: ClassSettings {
-                class: args.ingress_class.clone(),
-                controller: args.controller_name.clone(),
-            },
-            table: table.clone(),
-            metrics: metrics.clone(),
-            status,
-            publish: args.publish_address.clone(),
-        },
-    )
-    .map_err(IngressError::Runtime)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(table.clone())?);
-    let proxy = Arc::new(Proxy {
-        table,
-        pool: Pool::new(PoolSettings {
-            connect_timeout: args.connect_timeout,
-            max_idle_per_endpoint: 64,
-            idle_timeout: args.upstream_idle_timeout,
-        }),
-        metrics: metrics.clone(),
-        settings: ProxySettings {
-            balance: args.balance,
-            response_timeout: args.response_timeout,
-            max_attempts: args.max_attempts,
-            https_redirect_port: args.https_redirect_port,
-        },
-    });
-    let settings = ServerSettings {
-        header_timeout: args.header_timeout,
-        max_header_bytes: args.max_header_bytes,
-        max_headers: args.max_headers,
-        max_connections: args.max_connections,
-        connection_rate: args.connection_rate,
-        drain_timeout: args.drain_timeout,
-    };
+    let controller = Controller::bind(args, cluster, status).await?;
+    let bound = controller.bound();
     tracing::info!(
-        http = %args.http_listen,
-        https = %args.https_listen,
-        ops = %args.ops_listen,
+        http = %bound.http,
+        https = %bound.https,
+        ops = %bound.ops,
         class = %args.ingress_class,
         "serving Ingresses"
     );
-    let ops_task = tokio::spawn(ops::serve(ops, metrics));
-    server::serve(proxy, Some(http), Some((https, acceptor)), settings, stop).await;
-    ops_task.abort();
+    controller.serve(stop).await;
     Ok(())
 }
 

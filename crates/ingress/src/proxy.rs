@@ -286,17 +286,18 @@ impl Proxy {
         let idempotent = is_idempotent(request.method());
         let mut body = Some(request.into_body().boxed_unsync());
 
-        let mut order: Vec<SocketAddr> = backend.round_robin().collect();
-        self.pool
-            .order(&mut order, self.settings.balance == Balance::LeastRequests);
+        let mut order = self.pool.order(
+            &backend.id,
+            &backend.endpoints,
+            self.settings.balance == Balance::LeastRequests,
+        );
         order.truncate(self.settings.max_attempts.max(1));
 
         let mut failure = Failure::Connect {
             timed_out: false,
             detail: String::new(),
         };
-        let mut attempt = order.iter().copied().peekable();
-        while let Some(addr) = attempt.next() {
+        for addr in order {
             let mut connection = match self.pool.checkout(addr).await {
                 Ok(connection) => connection,
                 Err(error) => {

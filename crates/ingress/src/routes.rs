@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressClass};
 use rustls::sign::CertifiedKey;
@@ -103,37 +102,15 @@ pub struct Backend {
     /// Why the backend has no endpoints, when it is a configuration problem
     /// (missing Service or port) rather than no ready pods.
     pub problem: Option<String>,
-    /// Round-robin position.
-    next: AtomicUsize,
 }
 
 impl Backend {
     fn new(id: String, endpoints: Vec<SocketAddr>, problem: Option<String>) -> Backend {
-        // Start round-robin at a random place, so that a rebuilt table does
-        // not send the next request of every backend to its first endpoint.
-        let start = if endpoints.is_empty() {
-            0
-        } else {
-            rand::random_range(0..endpoints.len())
-        };
         Backend {
             id,
             endpoints,
             problem,
-            next: AtomicUsize::new(start),
         }
-    }
-
-    /// The endpoints in the order to try them, starting at the next
-    /// round-robin position.
-    pub fn round_robin(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        let count = self.endpoints.len();
-        let start = if count == 0 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % count
-        };
-        (0..count).map(move |i| self.endpoints[(start + i) % count])
     }
 }
 

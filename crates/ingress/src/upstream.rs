@@ -1,7 +1,8 @@
-//! Upstream connections: a keep-alive pool of HTTP/1.1 connections per
-//! endpoint address, connect timeouts, in-flight counts for least-requests
-//! balancing, and a short memory of endpoints that refused connections so
-//! the next requests try the others first.
+//! Upstream connections and balancing state: a keep-alive pool of HTTP/1.1
+//! connections per endpoint address, connect timeouts, round-robin
+//! positions per backend and in-flight counts per endpoint (both outlive
+//! routing table rebuilds), and a short memory of endpoints that refused
+//! connections so the next requests try the others first.
 //!
 //! A connection goes back to the pool only after its response body was read
 //! to the end ([`PooledBody`]); a response dropped half-way closes it.
@@ -63,6 +64,8 @@ struct PoolState {
     idle: HashMap<SocketAddr, Vec<IdleConn>>,
     in_flight: HashMap<SocketAddr, usize>,
     failed: HashMap<SocketAddr, Instant>,
+    /// Next round-robin position by backend id.
+    next: HashMap<String, usize>,
 }
 
 /// The shared connection pool.
@@ -189,17 +192,44 @@ impl Pool {
         }
     }
 
-    /// Orders endpoints for one request: endpoints that refused a
-    /// connection in the last few seconds go last; with `least_requests`,
-    /// fewer in-flight requests first. The sort is stable, so the given
-    /// (round-robin) order breaks ties.
-    pub fn order(&self, endpoints: &mut [SocketAddr], least_requests: bool) {
+    /// The endpoints of backend `id` in the order to try them for one
+    /// request: round-robin from the backend's next position; then, stably,
+    /// endpoints that refused a connection in the last few seconds last,
+    /// and with `least_requests` fewer in-flight requests first.
+    pub fn order(
+        &self,
+        id: &str,
+        endpoints: &[SocketAddr],
+        least_requests: bool,
+    ) -> Vec<SocketAddr> {
+        let count = endpoints.len();
+        if count == 0 {
+            return Vec::new();
+        }
         let mut state = self.lock();
+        let start = match state.next.get_mut(id) {
+            Some(next) => {
+                let start = *next % count;
+                *next = next.wrapping_add(1);
+                start
+            }
+            None => {
+                // First request of this backend: a random start, so that
+                // many proxies do not all begin with the same endpoint.
+                let start = rand::random_range(0..count);
+                if state.next.len() > 100_000 {
+                    state.next.clear();
+                }
+                state.next.insert(id.to_owned(), start + 1);
+                start
+            }
+        };
         state
             .failed
             .retain(|_, since| since.elapsed() < FAILURE_MEMORY);
-        let state = &*state;
-        endpoints.sort_by_key(|addr| {
+        let mut order: Vec<SocketAddr> =
+            (0..count).map(|i| endpoints[(start + i) % count]).collect();
+        order.sort_by_key(|addr| {
             let failed = state.failed.contains_key(addr);
             let load = if least_requests {
                 state.in_flight.get(addr).copied().unwrap_or(0)
@@ -208,6 +238,7 @@ impl Pool {
             };
             (failed, load)
         });
+        order
     }
 }
 
@@ -287,5 +318,61 @@ impl Drop for PooledBody {
         {
             pool.checkin(addr, sender);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> Pool {
+        Pool::new(PoolSettings {
+            connect_timeout: Duration::from_secs(1),
+            max_idle_per_endpoint: 1,
+            idle_timeout: Duration::from_secs(1),
+        })
+    }
+
+    fn addrs(n: u8) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 80)))
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_rotates_per_backend() {
+        let pool = pool();
+        let endpoints = addrs(3);
+        let firsts: Vec<SocketAddr> = (0..6)
+            .map(|_| pool.order("a", &endpoints, false)[0])
+            .collect();
+        assert_eq!(firsts[0..3], firsts[3..6]);
+        let mut distinct = firsts[0..3].to_vec();
+        distinct.sort();
+        assert_eq!(distinct, endpoints);
+        assert_eq!(pool.order("a", &endpoints, false).len(), 3);
+        assert!(pool.order("a", &[], false).is_empty());
+    }
+
+    #[test]
+    fn failed_endpoints_go_last_and_least_requests_prefers_idle() {
+        let pool = pool();
+        let endpoints = addrs(3);
+        pool.lock().failed.insert(endpoints[0], Instant::now());
+        for _ in 0..3 {
+            assert_eq!(
+                *pool.order("b", &endpoints, false).last().unwrap(),
+                endpoints[0]
+            );
+        }
+        let _busy = pool.start_request(endpoints[1]);
+        let _busy2 = pool.start_request(endpoints[1]);
+        let _one = pool.start_request(endpoints[2]);
+        assert_eq!(
+            pool.order("b", &endpoints, true),
+            vec![endpoints[2], endpoints[1], endpoints[0]]
+        );
+        drop(_one);
+        assert_eq!(pool.lock().in_flight.get(&endpoints[2]), None);
     }
 }

@@ -290,25 +290,6 @@ fn ssl_redirect_annotation_marks_routes() {
 }
 
 #[test]
-fn round_robin_visits_every_endpoint() {
-    let backend = Backend::new(
-        "x".to_owned(),
-        vec![
-            "10.0.0.1:80".parse().unwrap(),
-            "10.0.0.2:80".parse().unwrap(),
-        ],
-        None,
-    );
-    let firsts: Vec<SocketAddr> = (0..4)
-        .filter_map(|_| backend.round_robin().next())
-        .collect();
-    assert_eq!(firsts[0], firsts[2]);
-    assert_eq!(firsts[1], firsts[3]);
-    assert_ne!(firsts[0], firsts[1]);
-    assert_eq!(backend.round_robin().count(), 2);
-}
-
-#[test]
 fn tls_secrets_select_certificates_by_server_name() {
     let make = |name: &str| {
         let key = rcgen::KeyPair::generate().unwrap();

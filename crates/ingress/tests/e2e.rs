@@ -1,0 +1,937 @@
+//! End-to-end tests of `weft ingress` inside a throwaway network namespace:
+//! the controller fed by an embedded store, backend "pods" as HTTP and
+//! WebSocket servers on 127.0.0.x, and real clients (HTTP/1.1, HTTP/2 over
+//! TLS with ALPN, h2c, WebSocket, raw TCP for the limits).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use weft_cluster::manifest::Manifest;
+use weft_cluster::store::WATCH_INTERVAL;
+use weft_cluster::{Cluster, Kind, Object, ObjectKey, Store};
+use weft_ingress::source::StatusWriter;
+use weft_ingress::{Controller, IngressArgs};
+use weft_testhost::{TestNs, require_root};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: IngressArgs,
+}
+
+/// Runs an async test body on a runtime inside a fresh namespace.
+fn in_namespace<F, Fut>(body: F)
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = ()>,
+{
+    let ns = TestNs::new();
+    ns.run(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(body());
+        runtime.shutdown_timeout(Duration::from_secs(2));
+    });
+}
+
+// ---------------------------------------------------------------- backends
+
+/// A backend "pod": an HTTP server on `addr` answering
+/// - `/upload`: the number of body bytes received (read as a stream);
+/// - `/download?bytes=N`: N bytes, streamed in 64 KiB chunks;
+/// - `/slow?ms=N`: after N ms;
+/// - anything else: `backend=<name>` and what it saw, one `key=value` a line.
+///
+/// Dropping (or aborting) it closes the listener and every connection.
+struct Backend {
+    tasks: JoinSet<()>,
+}
+
+impl Backend {
+    async fn start(name: &'static str, addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                conns.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| answer(name, req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend { tasks }
+    }
+
+    /// A WebSocket echo server.
+    async fn websocket(addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                conns.spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok(message)) = ws.next().await {
+                        if message.is_close() || ws.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Backend { tasks }
+    }
+
+    fn stop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(text: String) -> TestBody {
+    Full::new(Bytes::from(text)).boxed()
+}
+
+async fn answer(
+    name: &'static str,
+    req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let number = |key: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    match req.uri().path() {
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut total = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    total += data.len() as u64;
+                }
+            }
+            Ok(Response::new(full(total.to_string())))
+        }
+        "/download" => {
+            let total = number("bytes");
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let chunks = total.div_ceil(chunk.len() as u64);
+            let stream = futures::stream::iter((0..chunks).map(move |i| {
+                let left = total - i * chunk.len() as u64;
+                let take = usize::try_from(left.min(chunk.len() as u64)).unwrap();
+                Ok::<_, Infallible>(Frame::data(chunk.slice(..take)))
+            }));
+            Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(number("ms"))).await;
+            Ok(Response::new(full(format!("backend={name}\nslow=done\n"))))
+        }
+        path => {
+            let header = |n: &str| {
+                req.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            let mut text = format!("backend={name}\npath={path}\n");
+            for h in [
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "forwarded",
+                "x-real-ip",
+                "connection",
+                "x-hop",
+                "keep-alive",
+            ] {
+                text.push_str(&format!("{h}={}\n", header(h)));
+            }
+            Ok(Response::new(full(text)))
+        }
+    }
+}
+
+// ------------------------------------------------------------- controller
+
+/// The controller on 127.0.0.1 (random ports) with its store.
+struct Ingress {
+    bound: weft_ingress::Bound,
+    store: Store,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<()>,
+    _watcher: weft_cluster::store::StoreWatcher,
+    _dir: tempfile::TempDir,
+}
+
+impl Ingress {
+    async fn start(yaml: &str, extra: &[&str]) -> Ingress {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        apply(&store, yaml);
+        let cluster = Cluster::new();
+        let watcher = store.watch(&cluster, WATCH_INTERVAL).unwrap();
+        let mut argv = vec![
+            "ingress",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--https-listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--publish-address",
+            "192.0.2.10",
+        ];
+        argv.extend_from_slice(extra);
+        let args = Cli::parse_from(argv).args;
+        let controller = Controller::bind(&args, cluster, StatusWriter::Store(store.clone()))
+            .await
+            .unwrap();
+        let bound = controller.bound();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(controller.serve(async move {
+            let _ = stopped.await;
+        }));
+        Ingress {
+            bound,
+            store,
+            stop: Some(stop),
+            served,
+            _watcher: watcher,
+            _dir: dir,
+        }
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.served).await;
+    }
+}
+
+fn apply(store: &Store, yaml: &str) {
+    store
+        .apply(&[Manifest {
+            origin: "test.yaml".to_owned(),
+            text: yaml.to_owned(),
+        }])
+        .unwrap();
+}
+
+/// Polls `check` every 50 ms for up to 5 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A Service `name` on port 80 (named http) whose slice lists `ips` on
+/// `port` (no selector: the slice is the test's).
+fn service(name: &str, ips: &[&str], port: u16) -> String {
+    let endpoints: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec: {{ports: [{{name: http, port: 80, targetPort: {port}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\n\
+         endpoints: [{}]\n---\n",
+        endpoints.join(", ")
+    )
+}
+
+// ---------------------------------------------------------------- clients
+
+/// One HTTP/1.1 request on a new connection.
+async fn request(
+    addr: SocketAddr,
+    req: Request<TestBody>,
+) -> Result<Response<Incoming>, hyper::Error> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender.send_request(req).await
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Empty::new().boxed())
+        .unwrap();
+    let response = request(addr, req).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn field<'a>(body: &'a str, key: &str) -> &'a str {
+    body.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or("")
+}
+
+const A: &str = "127.0.0.2:8080";
+const B: &str = "127.0.0.3:8080";
+const C: &str = "127.0.0.4:8080";
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn two_hosts_three_paths() -> String {
+    service("app", &["127.0.0.2"], 8080)
+        + &service("api", &["127.0.0.3"], 8080)
+        + &service("empty", &[], 8080)
+        + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop, namespace: default}\n\
+           spec:\n  ingressClassName: weft\n  rules:\n\
+           \x20 - host: shop.example.com\n    http:\n      paths:\n\
+           \x20     - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}\n\
+           \x20     - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {name: http}}}}\n\
+           \x20     - {path: /down, pathType: Exact, backend: {service: {name: empty, port: {number: 80}}}}\n\
+           \x20 - host: \"*.api.example.com\"\n    http:\n      paths:\n\
+           \x20     - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}\n"
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn routes_by_host_and_path_with_forwarding_headers() {
+    require_root!();
+    in_namespace(|| async {
+        let _a = Backend::start("a", addr(A)).await;
+        let _b = Backend::start("b", addr(B)).await;
+        let ingress = Ingress::start(&two_hosts_three_paths(), &[]).await;
+        let http = ingress.bound.http;
+
+        let (status, body) = get(http, "shop.example.com", "/cart").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(field(&body, "backend"), "a");
+        assert_eq!(field(&body, "path"), "/cart");
+        let (_, body) = get(http, "shop.example.com", "/api/v1").await;
+        assert_eq!(field(&body, "backend"), "b");
+        let (_, body) = get(http, "shop.example.com", "/apix").await;
+        assert_eq!(field(&body, "backend"), "a", "prefix is element-wise");
+        let (_, body) = get(http, "eu.api.example.com:8443", "/x").await;
+        assert_eq!(field(&body, "backend"), "b", "wildcard host, port ignored");
+
+        // Forwarding headers set from what the proxy saw; Host kept.
+        assert_eq!(field(&body, "host"), "eu.api.example.com:8443");
+        assert_eq!(field(&body, "x-forwarded-for"), "127.0.0.1");
+        assert_eq!(field(&body, "x-real-ip"), "127.0.0.1");
+        assert_eq!(field(&body, "x-forwarded-proto"), "http");
+        assert_eq!(field(&body, "x-forwarded-host"), "eu.api.example.com:8443");
+        assert_eq!(
+            field(&body, "forwarded"),
+            "for=127.0.0.1;host=\"eu.api.example.com:8443\";proto=http"
+        );
+
+        // Hop-by-hop headers (and those Connection names) are dropped; a
+        // client-sent X-Forwarded-For is not trusted.
+        let req = Request::get("/h")
+            .header("host", "shop.example.com")
+            .header("connection", "keep-alive, x-hop")
+            .header("keep-alive", "timeout=5")
+            .header("x-hop", "secret")
+            .header("x-forwarded-for", "6.6.6.6")
+            .body(Empty::new().boxed())
+            .unwrap();
+        let response = request(http, req).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(field(&body, "x-hop"), "-");
+        assert_eq!(field(&body, "keep-alive"), "-");
+        assert_eq!(field(&body, "x-forwarded-for"), "127.0.0.1");
+
+        // No endpoints → 503; unknown host → 404, with plain bodies.
+        let (status, body) = get(http, "shop.example.com", "/down").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("default/empty:80"), "{body}");
+        let (status, body) = get(http, "nowhere.example.com", "/").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("nowhere.example.com"), "{body}");
+
+        // h2c (HTTP/2 with prior knowledge) on the plain port.
+        let stream = TcpStream::connect(http).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("http://shop.example.com/api/h2c")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(field(&body, "backend"), "b");
+        assert_eq!(field(&body, "host"), "shop.example.com");
+
+        // Status written into the Ingress, and metrics by Ingress and status.
+        let store = ingress.store.clone();
+        eventually("the Ingress status", async || {
+            let key = ObjectKey::new(Kind::Ingress, "default", "shop");
+            let Ok(Some(Object::Ingress(ing))) = store.get(&key) else {
+                return false;
+            };
+            let ips: Vec<Option<String>> = ing
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|lb| lb.ingress)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| i.ip)
+                .collect();
+            ips == vec![Some("192.0.2.10".to_owned())]
+        })
+        .await;
+        let (_, metrics) = get(ingress.bound.ops, "x", "/metrics").await;
+        assert!(
+            metrics
+                .contains("weft_ingress_requests_total{ingress=\"default/shop\",status=\"200\"}"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("status=\"503\""), "{metrics}");
+        ingress.shutdown().await;
+    });
+}
+
+#[test]
+fn round_robin_spreads_and_a_deleted_backend_causes_no_errors() {
+    require_root!();
+    in_namespace(|| async {
+        let mut a = Backend::start("a", addr(A)).await;
+        let _b = Backend::start("b", addr(B)).await;
+        let _c = Backend::start("c", addr(C)).await;
+        let yaml = service("app", &["127.0.0.2", "127.0.0.3", "127.0.0.4"], 8080)
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: rr, namespace: default}\n\
+               spec: {ingressClassName: weft, defaultBackend: {service: {name: app, port: {number: 80}}}}\n";
+        let ingress = Ingress::start(&yaml, &[]).await;
+        let http = ingress.bound.http;
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..30 {
+            let (status, body) = get(http, "any", "/").await;
+            assert_eq!(status, StatusCode::OK);
+            *seen.entry(field(&body, "backend").to_owned()).or_insert(0) += 1;
+        }
+        assert_eq!(
+            seen.values().copied().collect::<Vec<i32>>(),
+            vec![10, 10, 10],
+            "{seen:?}"
+        );
+
+        // A keep-alive client keeps requesting while backend a goes away
+        // (before its endpoint leaves the slice): every request still
+        // succeeds, retried on another endpoint.
+        let stream = TcpStream::connect(http).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for i in 0..60 {
+            if i == 20 {
+                a.stop();
+            }
+            if i == 40 {
+                apply(
+                    &ingress.store,
+                    &service("app", &["127.0.0.3", "127.0.0.4"], 8080),
+                );
+            }
+            let req = Request::get("/")
+                .header("host", "any")
+                .body(Empty::<Bytes>::new().boxed())
+                .unwrap();
+            sender.ready().await.unwrap();
+            let response = sender.send_request(req).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "request {i}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            if i > 20 {
+                assert_ne!(field(&String::from_utf8_lossy(&body), "backend"), "a");
+            }
+        }
+        ingress.shutdown().await;
+    });
+}
+
+#[test]
+fn streams_100_mb_both_ways_without_buffering() {
+    require_root!();
+    in_namespace(|| async {
+        let _a = Backend::start("a", addr(A)).await;
+        let yaml = service("app", &["127.0.0.2"], 8080)
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: big, namespace: default}\n\
+               spec: {ingressClassName: weft, defaultBackend: {service: {name: app, port: {number: 80}}}}\n";
+        let ingress = Ingress::start(&yaml, &[]).await;
+        let http = ingress.bound.http;
+        const SIZE: u64 = 100 * 1024 * 1024;
+        let before = peak_rss_kib();
+
+        // Upload: 100 MB produced chunk by chunk, never held whole.
+        let chunk = Bytes::from(vec![b'u'; 256 * 1024]);
+        let chunks = SIZE / chunk.len() as u64;
+        let stream = futures::stream::iter(
+            (0..chunks).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
+        );
+        let req = Request::post("/upload")
+            .header("host", "big")
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .unwrap();
+        let response = request(http, req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(String::from_utf8_lossy(&body), SIZE.to_string());
+
+        // Download: counted frame by frame.
+        let req = Request::get(format!("/download?bytes={SIZE}"))
+            .header("host", "big")
+            .body(Empty::new().boxed())
+            .unwrap();
+        let response = request(http, req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame.unwrap().data_ref() {
+                total += data.len() as u64;
+            }
+        }
+        assert_eq!(total, SIZE);
+        // Everything here (client, proxy, backend) shares this process: had
+        // any of them held a whole body, the peak would have grown by 100 MB.
+        let grown = peak_rss_kib().saturating_sub(before);
+        assert!(grown < 48 * 1024, "peak RSS grew by {grown} KiB");
+        ingress.shutdown().await;
+    });
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn websocket_echo_through_the_ingress() {
+    require_root!();
+    in_namespace(|| async {
+        let _ws = Backend::websocket(addr(A)).await;
+        let yaml = service("ws", &["127.0.0.2"], 8080)
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: ws, namespace: default}\n\
+               spec:\n  ingressClassName: weft\n  rules:\n  - host: ws.example.com\n    http:\n      paths:\n\
+               \x20     - {path: /chat, pathType: Prefix, backend: {service: {name: ws, port: {number: 80}}}}\n";
+        let ingress = Ingress::start(&yaml, &[]).await;
+        let stream = TcpStream::connect(ingress.bound.http).await.unwrap();
+        let (mut ws, response) =
+            tokio_tungstenite::client_async("ws://ws.example.com/chat", stream)
+                .await
+                .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        for i in 0..10 {
+            let text = format!("hello {i}");
+            ws.send(tokio_tungstenite::tungstenite::Message::text(text.clone()))
+                .await
+                .unwrap();
+            let echoed = ws.next().await.unwrap().unwrap();
+            assert_eq!(echoed.into_text().unwrap().as_str(), text);
+        }
+        let binary = vec![7u8; 200_000];
+        ws.send(tokio_tungstenite::tungstenite::Message::binary(
+            binary.clone(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap().into_data().to_vec(),
+            binary
+        );
+        ws.close(None).await.unwrap();
+        ingress.shutdown().await;
+    });
+}
+
+/// A self-signed certificate for `names`: (PEM chain, PEM key, DER).
+fn certificate(names: &[&str]) -> (String, String, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+}
+
+fn tls_secret(name: &str, cert: &(String, String, Vec<u8>)) -> String {
+    // YAML double-quoted strings take the same \n escapes as Rust's Debug.
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\n\
+         type: kubernetes.io/tls\nstringData: {{tls.crt: {:?}, tls.key: {:?}}}\n---\n",
+        cert.0, cert.1
+    )
+}
+
+fn tls_ingress() -> String {
+    "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: secure, namespace: default,\n\
+     \x20 annotations: {weft.dev/ssl-redirect: \"true\"}}\n\
+     spec:\n  ingressClassName: weft\n\
+     \x20 tls:\n  - {hosts: [a.example.com], secretName: cert-a}\n  - {hosts: [b.example.com], secretName: cert-b}\n\
+     \x20 rules:\n\
+     \x20 - host: a.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}\n\
+     \x20 - host: b.example.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}]}\n"
+        .to_owned()
+}
+
+/// A TLS client that accepts any certificate (the test checks which one
+/// it got) and offers h2 and http/1.1.
+fn tls_client() -> tokio_rustls::TlsConnector {
+    #[derive(Debug)]
+    struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls_pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Connects with SNI `name`; returns the stream and the leaf certificate.
+async fn tls_connect(
+    https: SocketAddr,
+    name: &str,
+) -> (tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>) {
+    let tcp = TcpStream::connect(https).await.unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let stream = tls_client().connect(server_name, tcp).await.unwrap();
+    let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    (stream, leaf)
+}
+
+#[test]
+fn tls_picks_certificates_by_sni_speaks_h2_and_rotates_without_restart() {
+    require_root!();
+    in_namespace(|| async {
+        let _a = Backend::start("a", addr(A)).await;
+        let _b = Backend::start("b", addr(B)).await;
+        let cert_a = certificate(&["a.example.com"]);
+        let cert_b = certificate(&["b.example.com"]);
+        let yaml = service("app", &["127.0.0.2"], 8080)
+            + &service("api", &["127.0.0.3"], 8080)
+            + &tls_secret("cert-a", &cert_a)
+            + &tls_secret("cert-b", &cert_b)
+            + &tls_ingress();
+        let ingress = Ingress::start(&yaml, &["--https-redirect-port", "8443"]).await;
+        let https = ingress.bound.https;
+
+        // SNI chooses the certificate; ALPN gives h2; routing by :authority.
+        for (name, cert, backend) in [
+            ("a.example.com", &cert_a, "a"),
+            ("b.example.com", &cert_b, "b"),
+        ] {
+            let (stream, leaf) = tls_connect(https, name).await;
+            assert_eq!(leaf, cert.2, "certificate for {name}");
+            assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let req = Request::get(format!("https://{name}/x"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let response = sender.send_request(req).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(field(&body, "backend"), backend);
+            assert_eq!(field(&body, "x-forwarded-proto"), "https");
+        }
+
+        // Plain HTTP to a redirected Ingress: 308 to the HTTPS port.
+        let req = Request::get("/p?q=1")
+            .header("host", "a.example.com")
+            .body(Empty::new().boxed())
+            .unwrap();
+        let response = request(ingress.bound.http, req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            response.headers()["location"],
+            "https://a.example.com:8443/p?q=1"
+        );
+
+        // Rotation: a client keeps making requests on new TLS connections
+        // while the Secret changes; none fails, and the new certificate is
+        // served soon after, without a restart.
+        let rotated = certificate(&["a.example.com"]);
+        let rotated_der = rotated.2.clone();
+        let client = tokio::spawn(async move {
+            let mut got_new = false;
+            for _ in 0..200 {
+                let (stream, leaf) = tls_connect(https, "a.example.com").await;
+                let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                    TokioExecutor::new(),
+                    TokioIo::new(stream),
+                )
+                .await
+                .unwrap();
+                tokio::spawn(conn);
+                let req = Request::get("https://a.example.com/r")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let response = sender.send_request(req).await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                if leaf == rotated_der {
+                    got_new = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            got_new
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        apply(&ingress.store, &tls_secret("cert-a", &rotated));
+        assert!(
+            client.await.unwrap(),
+            "the rotated certificate was never served"
+        );
+        ingress.shutdown().await;
+    });
+}
+
+#[test]
+fn limits_headers_and_slow_clients() {
+    require_root!();
+    in_namespace(|| async {
+        let _a = Backend::start("a", addr(A)).await;
+        let yaml = two_hosts_three_paths();
+        let ingress =
+            Ingress::start(&yaml, &["--header-timeout", "1s", "--max-headers", "50"]).await;
+        let http = ingress.bound.http;
+
+        // Oversized headers and too many headers: 431.
+        let big = "x".repeat(40 * 1024);
+        let req = Request::get("/")
+            .header("host", "shop.example.com")
+            .header("x-big", big)
+            .body(Empty::new().boxed())
+            .unwrap();
+        let status = match request(http, req).await {
+            Ok(response) => response.status(),
+            Err(error) => panic!("no answer to oversized headers: {error}"),
+        };
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let mut req = Request::get("/").header("host", "shop.example.com");
+        for i in 0..80 {
+            req = req.header(format!("x-h{i}"), "1");
+        }
+        let response = request(http, req.body(Empty::new().boxed()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+
+        // Slowloris: 100 connections trickle a header byte every 200 ms.
+        let mut slow = JoinSet::new();
+        for _ in 0..100 {
+            slow.spawn(async move {
+                let mut stream = TcpStream::connect(http).await.unwrap();
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n")
+                    .await
+                    .unwrap();
+                let started = Instant::now();
+                for _ in 0..50 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if stream.write_all(b"X-a: b\r\n").await.is_err() {
+                        break;
+                    }
+                    let mut buf = [0u8; 512];
+                    match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf))
+                        .await
+                    {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        _ => {}
+                    }
+                }
+                started.elapsed()
+            });
+        }
+        // Meanwhile other clients are served.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..20 {
+            let (status, body) =
+                tokio::time::timeout(Duration::from_secs(5), get(http, "shop.example.com", "/"))
+                    .await
+                    .expect("a normal client starved by slow ones");
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        // And the slow ones are cut off by the header timeout, well before
+        // they would have finished trickling (10 s).
+        while let Some(held) = slow.join_next().await {
+            let held = held.unwrap();
+            assert!(
+                held < Duration::from_secs(5),
+                "a slow client was held {held:?}"
+            );
+        }
+        ingress.shutdown().await;
+    });
+}
+
+#[test]
+fn rate_limit_and_graceful_shutdown() {
+    require_root!();
+    in_namespace(|| async {
+        let _a = Backend::start("a", addr(A)).await;
+        let ingress = Ingress::start(
+            &two_hosts_three_paths(),
+            &["--connection-rate", "5", "--drain-timeout", "10s"],
+        )
+        .await;
+        let http = ingress.bound.http;
+        // A burst of 10 passes (twice the rate); far more in a row does not.
+        let mut refused = 0;
+        for _ in 0..30 {
+            let stream = TcpStream::connect(http).await.unwrap();
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
+                refused += 1;
+                continue;
+            };
+            tokio::spawn(conn);
+            let req = Request::get("/")
+                .header("host", "shop.example.com")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            if sender.send_request(req).await.is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 15, "only {refused} of 30 connections refused");
+        let (_, metrics) = get(ingress.bound.ops, "x", "/metrics").await;
+        assert!(
+            metrics.contains("weft_ingress_connections_rejected_total{reason=\"rate\"}"),
+            "{metrics}"
+        );
+
+        // Let the bucket refill, start a slow request, then stop: the
+        // request in flight completes; new connections are refused.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let in_flight = tokio::spawn(get(http, "shop.example.com", "/slow?ms=1000"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut ingress = ingress;
+        let _ = ingress.stop.take().unwrap().send(());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            TcpStream::connect(http).await.is_err(),
+            "still accepting after stop"
+        );
+        let (status, body) = in_flight.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(field(&body, "slow"), "done");
+        tokio::time::timeout(Duration::from_secs(10), &mut ingress.served)
+            .await
+            .unwrap()
+            .unwrap();
+    });
+}
