@@ -209,3 +209,69 @@ impl Drop for Follower {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tower_test::mock;
+
+    #[test]
+    fn addresses_become_ip_or_hostname_entries() {
+        let entries = status_entries(&["192.0.2.1".to_owned(), "lb.example.com".to_owned()]);
+        assert_eq!(entries[0].ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(entries[0].hostname, None);
+        assert_eq!(entries[1].hostname.as_deref(), Some("lb.example.com"));
+    }
+
+    #[test]
+    fn kubernetes_status_is_a_merge_patch_of_the_status_subresource() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        runtime.block_on(async {
+            let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+            let client = kube::Client::new(service, "default");
+            let writer = StatusWriter::Kubernetes {
+                client,
+                runtime: tokio::runtime::Handle::current(),
+            };
+            let name = IngressName {
+                namespace: "shop".to_owned(),
+                name: "web".to_owned(),
+            };
+            writer.publish(&name, &status_entries(&["192.0.2.7".to_owned()]));
+            let (request, send) =
+                tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+                    .await
+                    .unwrap_or_else(|_| panic!("no request"))
+                    .unwrap_or_else(|| panic!("client gone"));
+            assert_eq!(request.method(), http::Method::PATCH);
+            assert_eq!(
+                request.uri().path(),
+                "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/web/status"
+            );
+            assert_eq!(
+                request.headers()["content-type"],
+                "application/merge-patch+json"
+            );
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap_or_else(|e| panic!("body: {e}"))
+                .to_bytes();
+            let patch: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or_else(|e| panic!("json: {e}"));
+            assert_eq!(
+                patch,
+                serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}}})
+            );
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(b"{}".to_vec()))
+                    .unwrap_or_else(|e| panic!("response: {e}")),
+            );
+        });
+    }
+}
