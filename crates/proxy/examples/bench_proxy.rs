@@ -3,7 +3,7 @@
 //!
 //! For every (implementation, size) a fresh "node" namespace is built with a
 //! client pod and a backend pod on veths, and `size` Services of 5 endpoints
-//! each are installed: weft's ruleset through [`Syncer`], or kube-proxy's
+//! each are installed: weft's ruleset through [`ServiceSyncer`], or kube-proxy's
 //! iptables-mode shape (`KUBE-SERVICES` → `KUBE-SVC-*` → `KUBE-SEP-*` with
 //! `statistic random` probabilities and DNAT) through
 //! `iptables-legacy-restore`. Only the last Service's endpoints are real
@@ -16,11 +16,13 @@
 //!   (SYN out, SYN-ACK back), each from a new source port so that each SYN
 //!   is the first packet of a new connection and goes through NAT; all
 //!   points measured round-robin so background load hits them alike;
-//! - the full load of each ruleset (weft: compile, then the first sync;
-//!   iptables: one `iptables-legacy-restore`);
-//! - one endpoint change at the largest size (weft: compile + the Syncer's
-//!   diff; iptables: the `--noflush` restore kube-proxy's partial sync
-//!   writes: `KUBE-SERVICES` in full plus the changed chains).
+//! - the full load of each ruleset (weft: the first `ServiceSyncer::sync`,
+//!   split into compiling and committing; iptables: one
+//!   `iptables-legacy-restore`);
+//! - one endpoint change at the largest size (weft: `ServiceSyncer::sync`
+//!   with all ports, and `sync_services` with the changed Service;
+//!   iptables: the `--noflush` restore kube-proxy's partial sync writes:
+//!   `KUBE-SERVICES` in full plus the changed chains).
 //!
 //! Traffic only ever goes to addresses inside the namespaces created here
 //! (`weft-bench-<run>-*`), which are deleted on exit and on panic; the
@@ -43,7 +45,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use weft_linux::{NetNs, Netlink, RouteSpec, VethSpec, sysctl};
 use weft_nft::{Conntrack, Family, Nft};
-use weft_proxy::{Endpoint, PortName, Protocol, ProxyConfig, ServicePort, Syncer, compile};
+use weft_proxy::{Endpoint, PortName, Protocol, ProxyConfig, ServicePort, ServiceSyncer};
 
 /// Endpoints per Service.
 const ENDPOINTS: usize = 5;
@@ -264,7 +266,7 @@ struct Point {
     size: usize,
     client: NetNs,
     node: NetNs,
-    syncer: Option<Syncer>,
+    syncer: Option<ServiceSyncer>,
     compile: Option<Duration>,
     load: Duration,
     samples: Vec<Duration>,
@@ -606,19 +608,23 @@ fn build_point(
     Ok((node, client))
 }
 
-fn load_weft(node: &NetNs, ports: &[ServicePort]) -> Result<(Syncer, Duration, Duration)> {
+/// The first sync of `ports` into `node`: (syncer, compile and transaction
+/// building, the rest of the sync wall time: commit and clean-up).
+fn load_weft(node: &NetNs, ports: &[ServicePort]) -> Result<(ServiceSyncer, Duration, Duration)> {
     let config = proxy_config()?;
+    let mut syncer = ServiceSyncer::new(
+        Nft::open_in(node)?,
+        Some(Conntrack::open_in(node)?),
+        Family::Ip,
+        config.clone(),
+    );
     let started = Instant::now();
-    let ruleset = compile(Family::Ip, ports, &config);
-    let compiled = started.elapsed();
-    let mut syncer = Syncer::new(Nft::open_in(node)?, Some(Conntrack::open_in(node)?));
-    let started = Instant::now();
-    let report = syncer.sync(ruleset)?;
-    let synced = started.elapsed();
+    let report = syncer.sync(ports, &config)?;
+    let wall = started.elapsed();
     if !report.full {
         bail!("the first sync in {} was not a full one", node.name());
     }
-    Ok((syncer, compiled, synced))
+    Ok((syncer, report.prepare, wall.saturating_sub(report.prepare)))
 }
 
 /// `count` connects from `client` to `target`, bounded by `budget`.
@@ -721,11 +727,15 @@ fn main() -> Result<()> {
 }
 
 struct ChangeResult {
-    weft_compile: Vec<Duration>,
-    weft_diff: Vec<Duration>,
-    weft_sync: Vec<Duration>,
-    weft_sync_wall: Vec<Duration>,
+    /// Per way of telling the syncer (all ports / the changed Service):
+    /// comparing, compiling the changed port and building the transaction.
+    weft_compile: [Vec<Duration>; 2],
+    /// The kernel commit.
+    weft_sync: [Vec<Duration>; 2],
+    /// The whole sync call (with the conntrack check).
+    weft_sync_wall: [Vec<Duration>; 2],
     weft_operations: usize,
+    weft_ports_changed: usize,
     iptables: Option<Duration>,
 }
 
@@ -835,39 +845,48 @@ fn one_change(args: &Args, points: &mut [Point], size: usize) -> Result<ChangeRe
         first.ip = IpAddr::V4(CHANGED_ENDPOINT);
     }
     let mut result = ChangeResult {
-        weft_compile: Vec::new(),
-        weft_diff: Vec::new(),
-        weft_sync: Vec::new(),
-        weft_sync_wall: Vec::new(),
+        weft_compile: [Vec::new(), Vec::new()],
+        weft_sync: [Vec::new(), Vec::new()],
+        weft_sync_wall: [Vec::new(), Vec::new()],
         weft_operations: 0,
+        weft_ports_changed: 0,
         iptables: None,
     };
     for point in points.iter_mut().filter(|p| p.size == size) {
         match (point.implementation, point.syncer.as_mut()) {
             (Implementation::Weft, Some(syncer)) => {
-                // Five changes there and back; the table is never recreated.
-                for attempt in 0..5 {
+                // Five changes there and back, given all ports (way 0) and
+                // given the changed Service (way 1); the table is never
+                // recreated.
+                let service = vec![("bench".to_owned(), service_name(0))];
+                for attempt in 0..10 {
+                    let way = attempt / 5;
                     let ports = if attempt % 2 == 0 {
                         &changed
                     } else {
                         &original
                     };
                     let started = Instant::now();
-                    let ruleset = compile(Family::Ip, ports, &config);
-                    result.weft_compile.push(started.elapsed());
-                    // The pure part of the sync, timed on its own.
-                    let started = Instant::now();
-                    let tx = weft_proxy::diff(syncer.applied(), &ruleset);
-                    result.weft_diff.push(started.elapsed());
-                    drop(tx);
-                    let started = Instant::now();
-                    let report = syncer.sync(ruleset)?;
-                    result.weft_sync_wall.push(started.elapsed());
-                    result.weft_sync.push(report.duration);
+                    let report = if way == 0 {
+                        syncer.sync(ports, &config)?
+                    } else {
+                        syncer.sync_services(&service, &ports[..1], &config)?
+                    };
+                    result.weft_sync_wall[way].push(started.elapsed());
+                    result.weft_compile[way].push(report.prepare);
+                    result.weft_sync[way].push(report.duration.saturating_sub(report.prepare));
                     if report.full {
                         bail!("an endpoint change recreated the table");
                     }
                     result.weft_operations = report.operations;
+                    eprintln!(
+                        "# change {attempt}: {} operations, {} ports, prepare {:?}, duration {:?}",
+                        report.operations,
+                        report.ports_changed.unwrap_or_default(),
+                        report.prepare,
+                        report.duration
+                    );
+                    result.weft_ports_changed = report.ports_changed.unwrap_or_default();
                 }
             }
             (Implementation::Iptables, _) if !args.skip_iptables_change => {
@@ -1004,31 +1023,36 @@ fn print_report(args: &Args, points: &mut [Point], change: &ChangeResult) {
         size_label(largest)
     );
     println!();
-    let weft_total = median(&change.weft_compile) + median(&change.weft_sync_wall);
     println!(
-        "| | weft compile | weft sync (diff + commit) | weft sync incl. conntrack check | weft total | iptables-legacy-restore --noflush | iptables / weft total |"
+        "| weft told (median of 5) | compare + compile + diff | commit | total (whole sync call, incl. conntrack check) | iptables-legacy-restore --noflush | iptables / weft total |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| median of {} | {} | {} | {} | {} | {} | {} |",
-        change.weft_sync.len(),
-        millis(median(&change.weft_compile)),
-        millis(median(&change.weft_sync)),
-        millis(median(&change.weft_sync_wall)),
-        millis(weft_total),
-        change
-            .iptables
-            .map(millis)
-            .unwrap_or_else(|| "skipped".into()),
-        change
-            .iptables
-            .map(|i| ratio(i, weft_total))
-            .unwrap_or_else(|| "n/a".into())
-    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (way, label) in [
+        "all ports (`sync`)",
+        "the changed Service (`sync_services`)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let weft_total = median(&change.weft_sync_wall[way]);
+        println!(
+            "| {label} | {} | {} | {} | {} | {} |",
+            millis(median(&change.weft_compile[way])),
+            millis(median(&change.weft_sync[way])),
+            millis(weft_total),
+            change
+                .iptables
+                .map(millis)
+                .unwrap_or_else(|| "skipped".into()),
+            change
+                .iptables
+                .map(|i| ratio(i, weft_total))
+                .unwrap_or_else(|| "n/a".into())
+        );
+    }
     println!();
     println!(
-        "weft committed {} netlink operations per change (no table recreation); the diff alone (pure) took {} of the sync.",
-        change.weft_operations,
-        millis(median(&change.weft_diff))
+        "weft recompiled {} Service port(s) and committed {} netlink operations per change (no table recreation).",
+        change.weft_ports_changed, change.weft_operations,
     );
 }

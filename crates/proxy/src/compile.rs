@@ -4,23 +4,38 @@
 //! Layout (`docs/proxy.md` shows it with `nft list table ip weft`):
 //!
 //! - `nat-prerouting` and `nat-output` jump to `services`, which dispatches
-//!   with ONE verdict-map lookup on `ip daddr . meta l4proto . th dport`
-//!   (`@service-ips`: ClusterIPs, external IPs, load-balancer IPs) and, for
-//!   packets to a local address, one on `meta l4proto . th dport`
-//!   (`@service-nodeports`). Cost does not grow with the number of Services.
-//! - Each Service port has a chain `svc-<ns>/<name>/<proto>/<port>` that
-//!   marks traffic from outside the cluster CIDR for masquerade and picks an
-//!   endpoint. Up to [`BALANCE_BY_RULES_UP_TO`] endpoints, one rule per
-//!   endpoint: `numgen random mod (N-i) == 0` then `dnat` to endpoint `i`
-//!   (the last one unconditionally), kube-proxy's probabilities without its
-//!   chain per endpoint. More endpoints: `numgen random mod N` looked up in
-//!   the map `eps-…` (index → address . port), then `dnat`. Not a set per
-//!   Service: the kernel finds a set by name by walking the table's list of
-//!   sets, so a set per Service made loading 30,000 Services quadratic (tens
-//!   of seconds), and one map shared by every Service is no better (adding
-//!   an element to a map walks the list of rules using it). Session
-//!   affinity uses kube-proxy's shape: a chain and a timed set of client
-//!   addresses per endpoint.
+//!   with ONE map lookup per kind of frontend, so cost does not grow with
+//!   the number of Services: a ClusterIP balanced through the shared maps
+//!   (below) is found in `@endpoint-counts`; every other frontend by the
+//!   verdict map `@service-ips` on `ip daddr . meta l4proto . th dport`
+//!   (ClusterIPs, external IPs, load-balancer IPs) and, for packets to a
+//!   local address, `@service-nodeports` on `meta l4proto . th dport`.
+//! - A ClusterIP-only port without session affinity and with 1 to
+//!   [`BALANCE_BY_RULES_UP_TO`] endpoints has no chain and no rule of its
+//!   own: `@endpoint-counts` maps its ClusterIP . protocol . port to its
+//!   number of endpoints N, `@endpoints` maps ClusterIP . protocol . port .
+//!   i to endpoint i, and the shared chain `balance` (masquerade check, then
+//!   one rule per N: `numgen random mod N`, look the endpoint up, `dnat`)
+//!   picks one. Adding, removing or replacing an endpoint, or the Service
+//!   itself, changes map elements only, which the kernel commits without
+//!   revalidating the table (adding any rule with a NAT or jump statement
+//!   makes it revalidate every chain the table can reach: ~100 ms at 30,000
+//!   Services). Every rule of `balance` loads what it needs itself: the
+//!   kernel refuses a rule that reads a register it did not write.
+//! - Every other Service port has a chain `svc-<ns>/<name>/<proto>/<port>`
+//!   that marks traffic from outside the cluster CIDR for masquerade and
+//!   picks an endpoint. Up to [`BALANCE_BY_RULES_UP_TO`] endpoints, one rule
+//!   per endpoint: `numgen random mod (N-i) == 0` then `dnat` to endpoint
+//!   `i` (the last one unconditionally), kube-proxy's probabilities without
+//!   its chain per endpoint. More endpoints: `numgen random mod N` looked up
+//!   in the map `eps-…` (index → address . port), then `dnat`. Not a set
+//!   per Service for all of them: the kernel finds a set by name by walking
+//!   the table's list of sets, so a set per Service made loading 30,000
+//!   Services quadratic (tens of seconds); and a map shared by a rule per
+//!   Service is no better (each rule binds the map, and adding an element
+//!   walks every binding) — the shared maps above are bound by the few
+//!   rules of `balance` only. Session affinity uses kube-proxy's shape: a
+//!   chain and a timed set of client addresses per endpoint.
 //! - External traffic (NodePort, external and LB IPs) enters through
 //!   `ext-…`, which masquerades for `externalTrafficPolicy: Cluster` and uses
 //!   only local endpoints for `Local` (client address preserved).
@@ -31,6 +46,9 @@
 //! - `nat-postrouting` masquerades marked packets and hairpin connections (a
 //!   pod reaching itself through its Service: `ip saddr . ip daddr` in
 //!   `@hairpin`), with `fully-random` port allocation.
+//!
+//! [`compile`] builds the whole ruleset at once; [`crate::incremental`]
+//! builds the same one per Service port with the same [`compile_port`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -74,7 +92,7 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    fn new(family: Family) -> Ruleset {
+    pub(crate) fn new(family: Family) -> Ruleset {
         Ruleset {
             table: TableRef::new(family, TABLE_NAME),
             chains: BTreeMap::new(),
@@ -116,8 +134,21 @@ impl Ruleset {
 
     /// Drops repeated elements of every set, keeping each first occurrence
     /// in place.
-    fn dedup_elements(&mut self) {
+    pub(crate) fn dedup_elements(&mut self) {
         for elements in self.elements.values_mut() {
+            if elements.len() <= 16 {
+                // A Service port's own few elements: comparing is cheaper
+                // than hashing.
+                let mut index = 0;
+                while index < elements.len() {
+                    if elements[..index].contains(&elements[index]) {
+                        elements.remove(index);
+                    } else {
+                        index += 1;
+                    }
+                }
+                continue;
+            }
             let keep: Vec<bool> = {
                 let mut seen = HashSet::with_capacity(elements.len());
                 elements
@@ -161,7 +192,7 @@ fn truncate_comment(mut comment: String) -> String {
 
 /// Family-specific expression building.
 #[derive(Debug, Clone, Copy)]
-struct Fam(Family);
+pub(crate) struct Fam(pub(crate) Family);
 
 impl Fam {
     fn of(ip: IpAddr) -> Family {
@@ -249,15 +280,24 @@ fn value(ip: IpAddr) -> Value {
     }
 }
 
-const SERVICE_IPS: &str = "service-ips";
+pub(crate) const SERVICE_IPS: &str = "service-ips";
 /// Service ports with at most this many endpoints pick one with a rule per
-/// endpoint; larger ones look the pick up in a map of their own.
+/// endpoint (or, for a ClusterIP-only port, through the shared maps
+/// `@endpoint-counts` and `@endpoints`); larger ones look the pick up in a
+/// map of their own.
 pub const BALANCE_BY_RULES_UP_TO: usize = 16;
+/// ClusterIP . protocol . port → number of endpoints, for ports balanced
+/// by the shared maps.
+pub const ENDPOINT_COUNTS: &str = "endpoint-counts";
+/// ClusterIP . protocol . port . index → endpoint address . port.
+pub const ENDPOINTS: &str = "endpoints";
+/// The shared chain that balances the ClusterIPs of [`ENDPOINT_COUNTS`].
+pub const BALANCE_CHAIN: &str = "balance";
 const SERVICE_NODEPORTS: &str = "service-nodeports";
 const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 const FIREWALL_IPS: &str = "firewall-ips";
-const CLUSTER_IPS: &str = "cluster-ips";
+pub(crate) const CLUSTER_IPS: &str = "cluster-ips";
 /// Every endpoint of the family, as (address . address): masqueraded when a
 /// pod reaches itself through its Service.
 pub const HAIRPIN: &str = "hairpin";
@@ -269,7 +309,7 @@ const REJECT_CHAIN: &str = "reject-chain";
 pub fn compile(family: Family, ports: &[ServicePort], config: &ProxyConfig) -> Ruleset {
     let fam = Fam(family);
     let mut rs = Ruleset::new(family);
-    skeleton(&mut rs, fam);
+    skeleton(&mut rs, fam, config);
     for port in ports {
         compile_port(&mut rs, fam, port, config);
     }
@@ -278,10 +318,28 @@ pub fn compile(family: Family, ports: &[ServicePort], config: &ProxyConfig) -> R
 }
 
 /// The chains, sets and rules every node has, Services or not.
-fn skeleton(rs: &mut Ruleset, fam: Fam) {
+pub(crate) fn skeleton(rs: &mut Ruleset, fam: Fam, config: &ProxyConfig) {
     let addr = fam.addr_type();
     let service_key = vec![addr, KeyType::InetProto, KeyType::InetService];
     let nodeport_key = vec![KeyType::InetProto, KeyType::InetService];
+    rs.set(Set::map(
+        ENDPOINT_COUNTS,
+        service_key.clone(),
+        vec![KeyType::Mark],
+    ));
+    rs.set(Set::map(
+        ENDPOINTS,
+        // The index as a `mark`, not an `integer`: both are 32 bits in host
+        // order, but nft cannot list a concatenation with an `integer` in it
+        // (it does not know the field's length and aborts).
+        vec![
+            addr,
+            KeyType::InetProto,
+            KeyType::InetService,
+            KeyType::Mark,
+        ],
+        vec![addr, KeyType::InetService],
+    ));
     rs.set(Set::verdict_map(SERVICE_IPS, service_key.clone()));
     rs.set(Set::verdict_map(SERVICE_NODEPORTS, nodeport_key.clone()));
     rs.set(Set::verdict_map(NO_ENDPOINT_SERVICES, service_key.clone()));
@@ -340,6 +398,7 @@ fn skeleton(rs: &mut Ruleset, fam: Fam) {
         "endpoints-check",
         "cluster-ips-check",
         "firewall-check",
+        BALANCE_CHAIN,
     ] {
         rs.chain(Chain::regular(regular));
     }
@@ -349,9 +408,18 @@ fn skeleton(rs: &mut Ruleset, fam: Fam) {
     rs.rule("nat-output", vec![Expr::jump("services")], None);
     rs.rule("nat-postrouting", vec![Expr::jump("masquerading")], None);
 
+    // ClusterIPs balanced through the shared maps first (one lookup), then
+    // every other frontend through the verdict map (one lookup).
+    let mut balanced = fam.load_service_key();
+    balanced.extend([
+        Expr::in_set(ENDPOINT_COUNTS, Reg::R0),
+        Expr::goto(BALANCE_CHAIN),
+    ]);
+    rs.rule("services", balanced, None);
     let mut dispatch = fam.load_service_key();
     dispatch.push(Expr::vmap(SERVICE_IPS, Reg::R0));
     rs.rule("services", dispatch, None);
+    balance_chain(rs, fam, config);
     let mut nodeports = matches::daddr_is_local(Reg::R0);
     if fam.0 == Family::Ip {
         // NodePorts answer on the node's addresses, not on 127.0.0.0/8.
@@ -445,7 +513,63 @@ fn port_id(port: &ServicePort) -> String {
     )
 }
 
-fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, config: &ProxyConfig) {
+/// The shared chain that balances the ClusterIPs of `@endpoint-counts`:
+/// the masquerade check of the Service chains, then one rule per endpoint
+/// count N that draws `numgen random mod N` and looks the endpoint up in
+/// `@endpoints` by ClusterIP . protocol . port . index. Every rule loads what
+/// it needs itself (the kernel refuses a rule that reads a register it did
+/// not write). These rules never change with the Services: endpoints come
+/// and go as map elements, which the kernel takes without revalidating the
+/// table (adding a rule with a NAT or jump statement makes it revalidate
+/// every chain, ~100 ms at 30,000 Services).
+fn balance_chain(rs: &mut Ruleset, fam: Fam, config: &ProxyConfig) {
+    for cidr in &config.cluster_cidrs {
+        if let Some(mut exprs) = fam.saddr_not_in(*cidr, Reg::R0) {
+            exprs.push(Expr::jump(MARK_FOR_MASQUERADE));
+            rs.rule(
+                BALANCE_CHAIN,
+                exprs,
+                Some("from outside the cluster CIDR".into()),
+            );
+        }
+    }
+    let regs = fam.addr_regs();
+    let index = Reg::R0.offset(regs + 2);
+    let found = Reg::R0.offset(regs + 3);
+    for count in 1..=BALANCE_BY_RULES_UP_TO {
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let draw = if count == 1 {
+            Expr::Immediate {
+                dreg: index,
+                data: 0u32.to_ne_bytes().to_vec(),
+            }
+        } else {
+            Expr::Numgen {
+                dreg: index,
+                modulus: count,
+                kind: NumgenKind::Random,
+                offset: 0,
+            }
+        };
+        let mut exprs = fam.load_service_key();
+        exprs.extend([
+            Expr::map(ENDPOINT_COUNTS, Reg::R0, found),
+            Expr::cmp_eq(found, count.to_ne_bytes()),
+            draw,
+            Expr::map(ENDPOINTS, Reg::R0, found),
+            fam.dnat(found, found.offset(regs)),
+        ]);
+        let plural = if count == 1 { "" } else { "s" };
+        rs.rule(
+            BALANCE_CHAIN,
+            exprs,
+            Some(format!("{count} endpoint{plural}")),
+        );
+    }
+}
+
+/// Compiles one Service port into `rs`.
+pub(crate) fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, config: &ProxyConfig) {
     let family = fam.0;
     let in_family = |ip: &&IpAddr| Fam::of(**ip) == family;
     let cluster_ips: Vec<IpAddr> = port.cluster_ips.iter().filter(in_family).copied().collect();
@@ -480,6 +604,35 @@ fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, config: &ProxyCo
             HAIRPIN,
             Element::key(vec![value(endpoint.ip), value(endpoint.ip)]),
         );
+    }
+
+    // A ClusterIP-only port without affinity: its endpoints are elements
+    // of the shared maps the `balance` chain draws from; no chain, no rule.
+    let by_maps = !port.has_external()
+        && port.affinity_timeout.is_none()
+        && (1..=BALANCE_BY_RULES_UP_TO).contains(&internal.len());
+    if by_maps {
+        let count = u32::try_from(internal.len()).unwrap_or(u32::MAX);
+        for ip in &cluster_ips {
+            rs.element(CLUSTER_IPS, Element::key(vec![value(*ip)]));
+            let key = vec![value(*ip), proto, service_port];
+            rs.element(
+                ENDPOINT_COUNTS,
+                Element::value(key.clone(), vec![Value::Mark(count)]),
+            );
+            for (index, endpoint) in (0u32..).zip(&internal) {
+                let mut indexed = key.clone();
+                indexed.push(Value::Mark(index));
+                rs.element(
+                    ENDPOINTS,
+                    Element::value(
+                        indexed,
+                        vec![value(endpoint.ip), Value::Port(endpoint.port)],
+                    ),
+                );
+            }
+        }
+        return;
     }
 
     // Internal traffic: ClusterIPs.

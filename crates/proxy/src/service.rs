@@ -212,6 +212,15 @@ pub fn service_ports(
     services: &[Service],
     slices: &[EndpointSlice],
 ) -> (Vec<ServicePort>, Vec<Skipped>) {
+    service_ports_of(services, slices)
+}
+
+/// [`service_ports`] from borrowed objects (a cluster index's iterators),
+/// so a caller need not clone every Service and EndpointSlice first.
+pub fn service_ports_of<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> (Vec<ServicePort>, Vec<Skipped>) {
     let mut skipped = Vec::new();
     let mut slices_by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {

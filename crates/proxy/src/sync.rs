@@ -6,15 +6,22 @@
 //! The first sync (and any sync after a failure, or on demand) recreates the
 //! table from scratch in the same transaction, so the kernel never holds a
 //! mix of an old and a new ruleset.
+//!
+//! [`ServiceSyncer`] does the same from Service ports instead of a whole
+//! ruleset, recompiling and diffing only the ports that changed
+//! ([`crate::incremental`]); stale UDP conntrack entries are looked for only
+//! when an endpoint of a UDP port went, with one listing per sync.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use weft_nft::{Element, Nft, Transaction, Value};
+use weft_nft::{Element, Family, Nft, Transaction, Value};
 
-use crate::compile::{HAIRPIN, Ruleset};
+use crate::compile::{HAIRPIN, ProxyConfig, Ruleset};
+use crate::incremental::{Delta, ServiceTable};
+use crate::service::ServicePort;
 
 /// The transaction that turns `old` into `new`. With no `old`, or when a
 /// set changed its definition, the whole table is recreated.
@@ -104,7 +111,7 @@ fn transaction(old: Option<&Ruleset>, new: &Ruleset) -> (Transaction, bool) {
 
 /// The entries of two maps in name order, side by side: (name, in `old`,
 /// in `new`).
-fn side_by_side<'a, V>(
+pub(crate) fn side_by_side<'a, V>(
     old: &'a BTreeMap<String, V>,
     new: &'a BTreeMap<String, V>,
 ) -> impl Iterator<Item = (&'a String, Option<&'a V>, Option<&'a V>)> {
@@ -135,7 +142,7 @@ fn side_by_side<'a, V>(
 /// suffix are skipped by comparison and only the window between them is
 /// hashed: one endpoint change in a map of 150,000 elements costs a scan,
 /// not two hash tables of the whole map.
-fn changes(old: &[Element], new: &[Element]) -> (Vec<Element>, Vec<Element>) {
+pub(crate) fn changes(old: &[Element], new: &[Element]) -> (Vec<Element>, Vec<Element>) {
     let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
     let (old, new) = (&old[prefix..], &new[prefix..]);
     let suffix = old
@@ -233,6 +240,12 @@ pub struct SyncReport {
     pub operations: usize,
     /// Time spent building and committing the transaction.
     pub duration: Duration,
+    /// Of `duration`, the time spent before the commit: compiling and
+    /// diffing (the rest is the kernel's).
+    pub prepare: Duration,
+    /// Service ports compiled again ([`ServiceSyncer`] only; a full sync
+    /// compiles all of them).
+    pub ports_changed: Option<usize>,
     /// Conntrack entries deleted for endpoints that went away.
     pub conntrack_flushed: usize,
 }
@@ -292,6 +305,7 @@ impl Syncer {
     pub fn sync(&mut self, desired: Ruleset) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
         let (tx, full) = transaction(self.applied.as_ref(), &desired);
+        let prepare = started.elapsed();
         let operations = tx.ops().len();
         if operations > 0 {
             if let Err(source) = self.nft.apply(&tx) {
@@ -304,20 +318,183 @@ impl Syncer {
             }
         }
         let duration = started.elapsed();
-        let mut conntrack_flushed = 0;
-        if let (Some(old), Some(conntrack)) = (&self.applied, &mut self.conntrack) {
-            for ip in gone_endpoints(old, &desired) {
-                match conntrack.delete_udp_from_endpoint(ip) {
-                    Ok(count) => conntrack_flushed += count,
-                    Err(err) => tracing::warn!("flushing UDP conntrack entries of {ip}: {err}"),
-                }
-            }
-        }
+        let conntrack_flushed = match (&self.applied, &mut self.conntrack) {
+            (Some(old), Some(conntrack)) => flush_udp_from(
+                conntrack,
+                desired.table.family,
+                &gone_endpoints(old, &desired),
+            ),
+            _ => 0,
+        };
         self.applied = Some(desired);
         Ok(SyncReport {
             full,
             operations,
             duration,
+            prepare,
+            ports_changed: None,
+            conntrack_flushed,
+        })
+    }
+}
+
+/// Deletes the UDP conntrack entries answered by any of `endpoints` (their
+/// reply source is the endpoint), with one listing of the table however
+/// many endpoints went. Failures are logged: the ruleset is committed
+/// already, and stale entries time out on their own.
+fn flush_udp_from(
+    conntrack: &mut weft_nft::Conntrack,
+    family: Family,
+    endpoints: &[IpAddr],
+) -> usize {
+    if endpoints.is_empty() {
+        return 0;
+    }
+    let gone: HashSet<IpAddr> = endpoints.iter().copied().collect();
+    match conntrack.delete_matching(family, |entry| {
+        entry.reply.proto == IPPROTO_UDP && gone.contains(&entry.reply.src)
+    }) {
+        Ok(count) => count,
+        Err(err) => {
+            tracing::warn!("flushing UDP conntrack entries of {endpoints:?}: {err}");
+            0
+        }
+    }
+}
+
+/// IP protocol number of UDP.
+const IPPROTO_UDP: u8 = 17;
+
+/// Commits the Services of one family to its table, one Service port's
+/// difference at a time: the [`ServiceTable`] recompiles only ports whose
+/// input changed and yields exactly their changes, committed as one atomic
+/// transaction per sync. The first sync, a sync after a failure, after
+/// [`ServiceSyncer::force_full_resync`], or one where a port's set changed
+/// its definition writes the whole table in one transaction instead.
+pub struct ServiceSyncer {
+    nft: Nft,
+    conntrack: Option<weft_nft::Conntrack>,
+    state: ServiceTable,
+    /// Whether the kernel holds exactly `state` (false: next sync is full).
+    in_sync: bool,
+}
+
+impl std::fmt::Debug for ServiceSyncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceSyncer")
+            .field("ns", &self.nft.namespace())
+            .field("table", &self.state.table().to_string())
+            .field("ports", &self.state.port_count())
+            .field("in_sync", &self.in_sync)
+            .finish()
+    }
+}
+
+impl ServiceSyncer {
+    /// A syncer for the `family` table in `nft`'s namespace; `conntrack`
+    /// (same namespace) is used to flush stale UDP entries when given.
+    pub fn new(
+        nft: Nft,
+        conntrack: Option<weft_nft::Conntrack>,
+        family: Family,
+        config: ProxyConfig,
+    ) -> ServiceSyncer {
+        ServiceSyncer {
+            nft,
+            conntrack,
+            state: ServiceTable::new(family, config),
+            in_sync: false,
+        }
+    }
+
+    /// The next sync rewrites the whole table.
+    pub fn force_full_resync(&mut self) {
+        self.in_sync = false;
+    }
+
+    /// What was last committed (or is being retried after a failure).
+    pub fn state(&self) -> &ServiceTable {
+        &self.state
+    }
+
+    /// Makes the kernel hold `ports` (every Service port of the cluster)
+    /// compiled with `config`. Each port is compared with the input it was
+    /// last compiled from; only changed ones are compiled and committed.
+    pub fn sync(
+        &mut self,
+        ports: &[ServicePort],
+        config: &ProxyConfig,
+    ) -> Result<SyncReport, SyncError> {
+        let started = Instant::now();
+        // Not in sync: the state is rebuilt from scratch, so that a full
+        // resync also repairs it; the old one is dropped after the commit.
+        let previous = (!self.in_sync).then(|| {
+            let fresh = ServiceTable::new(self.state.table().family, config.clone());
+            std::mem::replace(&mut self.state, fresh)
+        });
+        let delta = self.state.update(ports, config, self.in_sync);
+        let result = self.commit(delta, started);
+        drop(previous);
+        result
+    }
+
+    /// Like [`ServiceSyncer::sync`] for the Services named in `services`
+    /// (namespace, name) only: their ports become those of `ports` (none:
+    /// the Service is gone), every other Service stays as last synced. For
+    /// a caller that knows what changed; the work is proportional to the
+    /// Services named, not to all Services.
+    pub fn sync_services(
+        &mut self,
+        services: &[(String, String)],
+        ports: &[ServicePort],
+        config: &ProxyConfig,
+    ) -> Result<SyncReport, SyncError> {
+        let started = Instant::now();
+        let delta = self
+            .state
+            .update_services(services, ports, config, self.in_sync);
+        self.commit(delta, started)
+    }
+
+    /// Commits `delta` (or, when not in sync or when the delta cannot be
+    /// applied in place, the whole state) and flushes stale conntrack
+    /// entries.
+    fn commit(&mut self, delta: Delta, started: Instant) -> Result<SyncReport, SyncError> {
+        let table = self.state.table().clone();
+        let mut gone = Vec::new();
+        let mut ports_changed = self.state.port_count();
+        let (tx, full) = if self.in_sync && !delta.incompatible {
+            gone = delta.gone_udp_endpoints.clone();
+            ports_changed = delta.ports_changed;
+            (delta.into_transaction(&table), false)
+        } else {
+            (self.state.full_transaction(), true)
+        };
+        let prepare = started.elapsed();
+        let operations = tx.ops().len();
+        if operations > 0 {
+            if let Err(source) = self.nft.apply(&tx) {
+                self.in_sync = false;
+                return Err(SyncError {
+                    table: table.to_string(),
+                    ns: self.nft.namespace().to_owned(),
+                    source: Box::new(source),
+                });
+            }
+        }
+        self.in_sync = true;
+        let duration = started.elapsed();
+        drop(tx);
+        let conntrack_flushed = match &mut self.conntrack {
+            Some(conntrack) => flush_udp_from(conntrack, table.family, &gone),
+            None => 0,
+        };
+        Ok(SyncReport {
+            full,
+            operations,
+            duration,
+            prepare,
+            ports_changed: Some(ports_changed),
             conntrack_flushed,
         })
     }

@@ -81,6 +81,46 @@ fn endpoints_of(rs: &Ruleset, chain: &str) -> Vec<(IpAddr, u16)> {
         .collect()
 }
 
+/// The endpoints traffic to `cluster_ip`:80/TCP reaches: from the shared
+/// maps when the ClusterIP is balanced by them (checking the count), else
+/// from the chain `@service-ips` sends it to.
+fn endpoints_for(rs: &Ruleset, cluster_ip: &str) -> Vec<(IpAddr, u16)> {
+    let key = vec![ip(cluster_ip), Value::TCP, Value::Port(80)];
+    let count = rs.elements[ENDPOINT_COUNTS]
+        .iter()
+        .find(|element| element.key == key)
+        .map(|element| element.data.clone());
+    let Some(count) = count else {
+        return match verdict_of(rs, "service-ips", &key) {
+            Some(Verdict::Goto(chain)) => endpoints_of(rs, &chain),
+            other => panic!("{cluster_ip} dispatches to {other:?}"),
+        };
+    };
+    let mut found: Vec<(u32, (IpAddr, u16))> = rs.elements[ENDPOINTS]
+        .iter()
+        .filter(|element| element.key[..3] == key[..])
+        .map(|element| match (&element.key[3], &element.data) {
+            (Value::Mark(index), Some(ElementData::Value(value))) => {
+                let endpoint = match value.as_slice() {
+                    [Value::Ipv4(ip), Value::Port(port)] => (IpAddr::V4(*ip), *port),
+                    [Value::Ipv6(ip), Value::Port(port)] => (IpAddr::V6(*ip), *port),
+                    other => panic!("{other:?}"),
+                };
+                (*index, endpoint)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    found.sort();
+    let indexes: Vec<u32> = found.iter().map(|(index, _)| *index).collect();
+    assert_eq!(indexes, (0..indexes.len() as u32).collect::<Vec<_>>());
+    assert_eq!(
+        count,
+        Some(ElementData::Value(vec![Value::Mark(found.len() as u32)]))
+    );
+    found.into_iter().map(|(_, endpoint)| endpoint).collect()
+}
+
 fn addr(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
@@ -97,7 +137,7 @@ const EXT: &str = "ext-default/web/tcp/http";
 const EPS: &str = "eps-default/web/tcp/http";
 
 #[test]
-fn cluster_ip_dispatches_by_one_map_lookup_to_a_chain_with_a_rule_per_endpoint() {
+fn cluster_ip_dispatches_by_one_map_lookup_and_draws_from_the_shared_endpoint_maps() {
     let rs = compile(
         Family::Ip,
         &[web(vec![
@@ -108,6 +148,57 @@ fn cluster_ip_dispatches_by_one_map_lookup_to_a_chain_with_a_rule_per_endpoint()
     );
     assert_eq!(rs.table.to_string(), "table ip weft");
     assert_eq!(
+        endpoints_for(&rs, "10.96.0.20"),
+        [(addr("10.244.1.5"), 8080), (addr("10.244.2.5"), 8080)]
+    );
+    assert!(
+        verdict_of(
+            &rs,
+            "service-ips",
+            &[ip("10.96.0.20"), Value::TCP, Value::Port(80)]
+        )
+        .is_none(),
+        "found by its @endpoint-counts lookup"
+    );
+    assert!(
+        !rs.chains.contains_key(SVC),
+        "no chain or rule per Service: an endpoint change is a map change"
+    );
+    assert!(
+        rs.sets.keys().all(|name| !name.starts_with("eps-")),
+        "no set per Service: the kernel finds sets by a linear walk"
+    );
+    let rules = &rs.rules[BALANCE_CHAIN];
+    assert!(rules[0].exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE)));
+    assert!(
+        rules.iter().any(|rule| {
+            rule.exprs
+                .contains(&Expr::cmp_eq(Reg::R4, 2u32.to_ne_bytes()))
+                && rule
+                    .exprs
+                    .iter()
+                    .any(|e| matches!(e, Expr::Numgen { modulus: 2, .. }))
+        }),
+        "two endpoints: each takes 1 in 2"
+    );
+    assert!(
+        rs.elements["cluster-ips"]
+            .iter()
+            .any(|e| e.key == [ip("10.96.0.20")])
+    );
+    assert_eq!(rs.elements["hairpin"].len(), 2);
+    assert!(rs.elements["no-endpoint-services"].is_empty());
+}
+
+#[test]
+fn a_service_with_external_frontends_picks_with_a_rule_per_endpoint() {
+    let mut port = web(vec![
+        ep("10.244.1.5", 8080, "node-1"),
+        ep("10.244.2.5", 8080, "node-2"),
+    ]);
+    port.node_port = Some(30080);
+    let rs = compile(Family::Ip, &[port], &config());
+    assert_eq!(
         verdict_of(
             &rs,
             "service-ips",
@@ -115,13 +206,10 @@ fn cluster_ip_dispatches_by_one_map_lookup_to_a_chain_with_a_rule_per_endpoint()
         ),
         Some(Verdict::Goto(SVC.into()))
     );
+    assert!(rs.elements[ENDPOINT_COUNTS].is_empty());
     assert_eq!(
         endpoints_of(&rs, SVC),
         [(addr("10.244.1.5"), 8080), (addr("10.244.2.5"), 8080)]
-    );
-    assert!(
-        rs.sets.keys().all(|name| !name.starts_with("eps-")),
-        "no set per Service: the kernel finds sets by a linear walk"
     );
     let rules = &rs.rules[SVC];
     assert_eq!(rules.len(), 3, "masquerade check + one rule per endpoint");
@@ -140,13 +228,6 @@ fn cluster_ip_dispatches_by_one_map_lookup_to_a_chain_with_a_rule_per_endpoint()
             .any(|e| matches!(e, Expr::Numgen { .. })),
         "the last endpoint takes the rest"
     );
-    assert!(
-        rs.elements["cluster-ips"]
-            .iter()
-            .any(|e| e.key == [ip("10.96.0.20")])
-    );
-    assert_eq!(rs.elements["hairpin"].len(), 2);
-    assert!(rs.elements["no-endpoint-services"].is_empty());
 }
 
 #[test]
@@ -291,17 +372,16 @@ fn each_family_gets_only_its_own_frontends_and_endpoints() {
     let v6 = compile(Family::Ip6, std::slice::from_ref(&port), &config());
     assert_eq!(v6.table.to_string(), "table ip6 weft");
     assert_eq!(
-        verdict_of(
-            &v6,
-            "service-ips",
-            &[ip("fd00:10:96::20"), Value::TCP, Value::Port(80)]
-        ),
-        Some(Verdict::Goto(SVC.into()))
+        endpoints_for(&v6, "fd00:10:96::20"),
+        [(addr("fd00:10:244:1::5"), 8080)]
     );
-    assert_eq!(endpoints_of(&v6, SVC), [(addr("fd00:10:244:1::5"), 8080)]);
     let v4 = compile(Family::Ip, &[port], &config());
-    assert_eq!(endpoints_of(&v4, SVC), [(addr("10.244.1.5"), 8080)]);
-    assert_eq!(v4.elements["service-ips"].len(), 1);
+    assert_eq!(
+        endpoints_for(&v4, "10.96.0.20"),
+        [(addr("10.244.1.5"), 8080)]
+    );
+    assert_eq!(v4.elements[ENDPOINT_COUNTS].len(), 1);
+    assert_eq!(v4.elements[ENDPOINTS].len(), 1);
 }
 
 #[test]

@@ -73,10 +73,14 @@ fn an_endpoint_change_touches_only_that_service() {
         port("b", "10.96.0.2", &["10.244.2.1"]),
     ]);
     let tx = diff(Some(&before), &after);
+    let a_ip = Value::Ipv4("10.96.0.1".parse().unwrap());
     for op in tx.ops() {
         let touches_a = match op {
-            Op::AddElements { set, .. } | Op::DeleteElements { set, .. } => {
-                set.contains("default/a/") || set == "hairpin"
+            Op::AddElements { set, elements, .. } | Op::DeleteElements { set, elements, .. } => {
+                set.contains("default/a/")
+                    || set == "hairpin"
+                    || (set.starts_with("endpoint")
+                        && elements.iter().all(|e| e.key.first() == Some(&a_ip)))
             }
             Op::FlushChain(_, chain) => chain.contains("default/a/"),
             Op::AddRule(_, rule) => rule.chain.contains("default/a/"),
