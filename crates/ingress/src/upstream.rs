@@ -110,12 +110,16 @@ impl Pool {
 
     /// An idle pooled connection to `addr`, or a new one.
     pub async fn checkout(&self, addr: SocketAddr) -> Result<Connection, ConnectError> {
-        if let Some(sender) = self.take_idle(addr) {
-            return Ok(Connection {
-                sender,
-                addr,
-                reused: true,
-            });
+        while let Some(mut sender) = self.take_idle(addr) {
+            // A connection goes idle as soon as its response body ended;
+            // hyper may need a moment more to be ready for the next request.
+            if sender.ready().await.is_ok() {
+                return Ok(Connection {
+                    sender,
+                    addr,
+                    reused: true,
+                });
+            }
         }
         let result = self.connect(addr).await;
         let mut state = self.lock();
@@ -138,7 +142,7 @@ impl Pool {
         let mut state = self.lock();
         let conns = state.idle.get_mut(&addr)?;
         while let Some(conn) = conns.pop() {
-            if conn.sender.is_ready() && conn.since.elapsed() < self.settings.idle_timeout {
+            if !conn.sender.is_closed() && conn.since.elapsed() < self.settings.idle_timeout {
                 return Some(conn.sender);
             }
         }
@@ -164,23 +168,17 @@ impl Pool {
         Ok(sender)
     }
 
-    /// Returns a connection whose response was fully read; it joins the
-    /// idle list once hyper has it ready for the next request.
-    fn checkin(&self, addr: SocketAddr, mut sender: SendRequest<ProxyBody>) {
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let mut state = pool.lock();
-            let idle = state.idle.entry(addr).or_default();
-            if idle.len() < pool.settings.max_idle_per_endpoint {
-                idle.push(IdleConn {
-                    sender,
-                    since: Instant::now(),
-                });
-            }
-        });
+    /// Returns a connection whose response was fully read to the idle list
+    /// (the next checkout waits for hyper to have it ready).
+    fn checkin(&self, addr: SocketAddr, sender: SendRequest<ProxyBody>) {
+        let mut state = self.lock();
+        let idle = state.idle.entry(addr).or_default();
+        if idle.len() < self.settings.max_idle_per_endpoint {
+            idle.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
     }
 
     /// Counts a request to `addr` as in flight until the guard drops.
