@@ -126,6 +126,10 @@ pub struct IngressArgs {
     /// Port in the Location of HTTP→HTTPS redirects (443 leaves it out).
     #[arg(long, default_value_t = 443)]
     pub https_redirect_port: u16,
+    /// Worker threads, each a single-threaded event loop with its own
+    /// listeners (`SO_REUSEPORT`) and upstream pool; default: one per CPU.
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// How long SIGTERM waits for in-flight requests before exiting.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -190,13 +194,15 @@ pub struct Bound {
 /// A bound controller following a cluster, not yet serving.
 #[derive(Debug)]
 pub struct Controller {
-    proxy: Arc<Proxy>,
-    listeners: (
-        tokio::net::TcpListener,
-        tokio::net::TcpListener,
-        tokio::net::TcpListener,
-    ),
+    table: Arc<ArcSwap<RouteTable>>,
+    metrics: Arc<Metrics>,
+    /// One (HTTP, HTTPS) listener pair per worker, all on the same
+    /// addresses with `SO_REUSEPORT`.
+    workers: Vec<(std::net::TcpListener, std::net::TcpListener)>,
+    ops: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    pool: PoolSettings,
+    proxy: ProxySettings,
     settings: ServerSettings,
     bound: Bound,
     _follower: Follower,
@@ -211,14 +217,24 @@ impl Controller {
         cluster: Cluster,
         status: StatusWriter,
     ) -> Result<Controller, IngressError> {
-        let http = bind(args.http_listen).await?;
-        let https = bind(args.https_listen).await?;
+        let reuseport = |addr: SocketAddr| {
+            server::reuseport_listener(addr).map_err(|source| IngressError::Bind { addr, source })
+        };
+        let first = (reuseport(args.http_listen)?, reuseport(args.https_listen)?);
         let ops = bind(args.ops_listen).await?;
         let bound = Bound {
-            http: local_addr(&http, args.http_listen),
-            https: local_addr(&https, args.https_listen),
+            http: first.0.local_addr().unwrap_or(args.http_listen),
+            https: first.1.local_addr().unwrap_or(args.https_listen),
             ops: local_addr(&ops, args.ops_listen),
         };
+        let count = args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let mut workers = vec![first];
+        for _ in 1..count {
+            workers.push((reuseport(bound.http)?, reuseport(bound.https)?));
+        }
         let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
         let metrics = Arc::new(Metrics::new());
         let status = if args.publish_address.is_empty() {
@@ -241,34 +257,31 @@ impl Controller {
         )
         .map_err(IngressError::Runtime)?;
         let tls = tls::server_config(table.clone())?;
-        let proxy = Arc::new(Proxy {
+        Ok(Controller {
             table,
-            pool: Pool::new(PoolSettings {
+            metrics,
+            workers,
+            ops,
+            tls,
+            pool: PoolSettings {
                 connect_timeout: args.connect_timeout,
                 max_idle_per_endpoint: 64,
                 idle_timeout: args.upstream_idle_timeout,
-            }),
-            metrics,
-            settings: ProxySettings {
+            },
+            proxy: ProxySettings {
                 balance: args.balance,
                 response_timeout: args.response_timeout,
                 max_attempts: args.max_attempts,
                 https_redirect_port: args.https_redirect_port,
             },
-        });
-        let settings = ServerSettings {
-            header_timeout: args.header_timeout,
-            max_header_bytes: args.max_header_bytes,
-            max_headers: args.max_headers,
-            max_connections: args.max_connections,
-            connection_rate: args.connection_rate,
-            drain_timeout: args.drain_timeout,
-        };
-        Ok(Controller {
-            proxy,
-            listeners: (http, https, ops),
-            tls,
-            settings,
+            settings: ServerSettings {
+                header_timeout: args.header_timeout,
+                max_header_bytes: args.max_header_bytes,
+                max_headers: args.max_headers,
+                max_connections: args.max_connections,
+                connection_rate: args.connection_rate,
+                drain_timeout: args.drain_timeout,
+            },
             bound,
             _follower: follower,
         })
@@ -281,27 +294,84 @@ impl Controller {
 
     /// The metrics, shared with the ops endpoint.
     pub fn metrics(&self) -> Arc<Metrics> {
-        self.proxy.metrics.clone()
+        self.metrics.clone()
     }
 
     /// The current routing table.
     pub fn table(&self) -> Arc<RouteTable> {
-        self.proxy.table.load_full()
+        self.table.load_full()
     }
 
-    /// Serves until `stop` completes, then stops accepting and drains.
-    pub async fn serve(self, stop: impl Future<Output = ()>) {
-        let (http, https, ops) = self.listeners;
-        let ops_task = tokio::spawn(ops::serve(ops, self.proxy.metrics.clone()));
-        server::serve(
-            self.proxy,
-            Some(http),
-            Some((https, tokio_rustls::TlsAcceptor::from(self.tls))),
-            self.settings,
-            stop,
-        )
-        .await;
+    /// Serves until `stop` completes, then stops accepting and drains: one
+    /// worker thread per listener pair, each a single-threaded runtime
+    /// with its own upstream pool; the ops endpoint on the caller's
+    /// runtime.
+    pub async fn serve(self, stop: impl Future<Output = ()>) -> Result<(), IngressError> {
+        let ops_task = tokio::spawn(ops::serve(self.ops, self.metrics.clone()));
+        let admission = Arc::new(server::Admission::new(&self.settings));
+        let (stop_all, stopped) = tokio::sync::watch::channel(false);
+        let mut finished = Vec::new();
+        for (index, (http, https)) in self.workers.into_iter().enumerate() {
+            let proxy = Arc::new(Proxy {
+                table: self.table.clone(),
+                pool: Pool::new(self.pool.clone()),
+                metrics: self.metrics.clone(),
+                settings: self.proxy.clone(),
+            });
+            let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
+            let settings = self.settings.clone();
+            let admission = admission.clone();
+            let mut stopped = stopped.clone();
+            let (done, finish) = tokio::sync::oneshot::channel::<()>();
+            let worker = move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start an ingress worker runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listeners = tokio::net::TcpListener::from_std(http)
+                        .and_then(|http| Ok((http, tokio::net::TcpListener::from_std(https)?)));
+                    let (http, https) = match listeners {
+                        Ok(listeners) => listeners,
+                        Err(error) => {
+                            tracing::error!(%error, "ingress worker cannot use its listeners");
+                            return;
+                        }
+                    };
+                    let stop = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    server::serve(
+                        proxy,
+                        Some(http),
+                        Some((https, acceptor)),
+                        settings,
+                        admission,
+                        stop,
+                    )
+                    .await;
+                });
+                let _ = done.send(());
+            };
+            std::thread::Builder::new()
+                .name(format!("weft-ingress-{index}"))
+                .spawn(worker)
+                .map_err(IngressError::Runtime)?;
+            finished.push(finish);
+        }
+        stop.await;
+        let _ = stop_all.send(true);
+        for finish in finished {
+            let _ = finish.await;
+        }
         ops_task.abort();
+        Ok(())
     }
 }
 
@@ -344,8 +414,7 @@ pub async fn serve_until(
         class = %args.ingress_class,
         "serving Ingresses"
     );
-    controller.serve(stop).await;
-    Ok(())
+    controller.serve(stop).await
 }
 
 #[cfg(test)]

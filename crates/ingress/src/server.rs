@@ -5,6 +5,11 @@
 //! closes idle keep-alive connections and slowloris clients, a TLS
 //! handshake timeout), and graceful shutdown that stops accepting and lets
 //! in-flight requests finish.
+//!
+//! [`serve`] is one worker's accept loop. The controller runs one worker per
+//! CPU, each a single-threaded runtime with its own `SO_REUSEPORT` listeners
+//! (the kernel spreads new connections), its own upstream pool and no
+//! cross-thread wakeups on the request path, as nginx's workers do.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,16 +51,17 @@ pub struct ServerSettings {
 /// hyper's smallest allowed HTTP/1 read buffer.
 const MIN_BUFFER: usize = 8192;
 
-/// Decides at accept whether a connection may be served.
+/// Decides at accept whether a connection may be served; one is shared by
+/// every worker so the limits are the process's.
 #[derive(Debug)]
-struct Admission {
+pub struct Admission {
     slots: Arc<Semaphore>,
     rate: f64,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 impl Admission {
-    fn new(settings: &ServerSettings) -> Admission {
+    pub fn new(settings: &ServerSettings) -> Admission {
         Admission {
             slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
             rate: f64::from(settings.connection_rate),
@@ -121,11 +127,11 @@ pub async fn serve(
     http: Option<TcpListener>,
     https: Option<(TcpListener, TlsAcceptor)>,
     settings: ServerSettings,
+    admission: Arc<Admission>,
     stop: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&settings));
-    let admission = Admission::new(&settings);
     tokio::pin!(stop);
     loop {
         let (stream, peer, tls) = tokio::select! {
@@ -230,4 +236,18 @@ async fn serve_connection<I>(
     if let Err(error) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(peer = %info.peer, %error, "client connection ended with an error");
     }
+}
+
+/// A listener on `addr` with `SO_REUSEPORT`, so that every worker can bind
+/// its own on the same address. Call inside a tokio runtime.
+pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }

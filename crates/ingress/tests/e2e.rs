@@ -193,7 +193,7 @@ struct Ingress {
     bound: weft_ingress::Bound,
     store: Store,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<()>,
+    served: tokio::task::JoinHandle<Result<(), weft_ingress::IngressError>>,
     _watcher: weft_cluster::store::StoreWatcher,
     _dir: tempfile::TempDir,
 }
@@ -451,7 +451,8 @@ fn round_robin_spreads_and_a_deleted_backend_causes_no_errors() {
         let yaml = service("app", &["127.0.0.2", "127.0.0.3", "127.0.0.4"], 8080)
             + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: rr, namespace: default}\n\
                spec: {ingressClassName: weft, defaultBackend: {service: {name: app, port: {number: 80}}}}\n";
-        let ingress = Ingress::start(&yaml, &[]).await;
+        // One worker: round-robin is per worker, and this checks its order.
+        let ingress = Ingress::start(&yaml, &["--workers", "1"]).await;
         let http = ingress.bound.http;
         let mut seen = std::collections::BTreeMap::new();
         for _ in 0..30 {
@@ -931,6 +932,7 @@ fn rate_limit_and_graceful_shutdown() {
         assert_eq!(field(&body, "slow"), "done");
         tokio::time::timeout(Duration::from_secs(10), &mut ingress.served)
             .await
+            .unwrap()
             .unwrap()
             .unwrap();
     });
