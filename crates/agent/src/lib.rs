@@ -3,8 +3,10 @@
 //! change — and every resync period, to repair drift — computes this node's
 //! whole desired state and applies it: the pod network (bridge, cross-node
 //! routes or VXLAN, CNI config, egress masquerade) and the Service proxy
-//! (`ip weft`/`ip6 weft` tables). It serves `/healthz` and `/metrics` on a
-//! local address and the `healthCheckNodePort`s of Local-policy Services.
+//! (`ip weft`/`ip6 weft` tables). It serves `/healthz`, `/metrics` and
+//! `/synced` (with the embedded store: the store generation the last
+//! error-free pass applied) on a local address and the
+//! `healthCheckNodePort`s of Local-policy Services.
 //!
 //! The same code runs in a lab node namespace and on a real node: the
 //! agent acts on the namespace it runs in.
@@ -58,7 +60,7 @@ pub struct AgentArgs {
     /// host-local data dir written into the CNI config.
     #[arg(long, value_name = "DIR")]
     pub ipam_data_dir: Option<PathBuf>,
-    /// Address of /healthz and /metrics.
+    /// Address of /healthz, /metrics and /synced.
     #[arg(long, default_value = "127.0.0.1:10249")]
     pub metrics_address: SocketAddr,
     /// Leave the pod network alone (proxy only).
@@ -110,11 +112,21 @@ fn node_name(args: &AgentArgs) -> String {
 /// Keeps the chosen source feeding `cluster`; the returned value must live
 /// as long as the agent.
 enum SourceHandle {
-    Store(#[allow(dead_code)] weft_cluster::store::StoreWatcher),
+    Store(weft_cluster::store::StoreWatcher),
     Kubernetes(weft_cluster::Health),
 }
 
 impl SourceHandle {
+    /// The store generation the model holds (read it under the model's
+    /// read lock to get the one of the state being read); `None` for the
+    /// Kubernetes source.
+    fn store_generation(&self) -> Option<u64> {
+        match self {
+            SourceHandle::Store(watcher) => Some(watcher.generation()),
+            SourceHandle::Kubernetes(_) => None,
+        }
+    }
+
     fn problems(&self) -> Vec<String> {
         match self {
             SourceHandle::Store(_) => Vec::new(),
@@ -215,13 +227,13 @@ pub fn run(args: &AgentArgs) -> Result<(), AgentError> {
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     loop {
         let started = Instant::now();
-        let desired = {
+        let (desired, generation) = {
             let index = cluster.read();
-            reconciler.compute(&index)
+            (reconciler.compute(&index), source.store_generation())
         };
         let report = reconciler.apply(desired);
         log_pass(&report, started.elapsed());
-        status.record(&report, source.problems());
+        status.record(&report, source.problems(), generation);
         if !report.errors.is_empty() {
             // Rewrite the proxy tables from scratch next time.
             reconciler.force_full_resync();

@@ -1,5 +1,7 @@
-//! What the agent tells the outside: `/healthz` and Prometheus `/metrics`
-//! on a local address, and one HTTP server per `healthCheckNodePort`
+//! What the agent tells the outside: `/healthz`, Prometheus `/metrics` and
+//! `/synced` (the embedded store generation the node's kernel state fully
+//! reflects, which `weft lab up` waits for) on a local address, and one
+//! HTTP server per `healthCheckNodePort`
 //! (Services with `externalTrafficPolicy: Local`) answering 200 with the
 //! number of local endpoints, or 503 when there is none, as kube-proxy does
 //! for cloud load balancers.
@@ -41,6 +43,7 @@ struct Metrics {
     last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
     podnet_changes: Counter,
     source_up: Gauge,
+    applied_generation: Gauge,
 }
 
 impl Metrics {
@@ -54,6 +57,12 @@ impl Metrics {
         let last_sync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let podnet_changes = Counter::default();
         let source_up = Gauge::default();
+        let applied_generation = Gauge::default();
+        registry.register(
+            "applied_store_generation",
+            "The embedded store generation the last error-free pass applied in full (0 before one, or with the Kubernetes source)",
+            applied_generation.clone(),
+        );
         registry.register(
             "source_up",
             "1 while the cluster source delivers, 0 during an outage (the last known state is served)",
@@ -100,6 +109,7 @@ impl Metrics {
             last_sync,
             podnet_changes,
             source_up,
+            applied_generation,
         }
     }
 }
@@ -112,6 +122,9 @@ struct Shared {
     ready: bool,
     /// Last pass's errors and the source's own health, for `/healthz`.
     problems: Vec<String>,
+    /// The store generation the last error-free pass applied, for
+    /// `/synced`; `None` before one, or when the source is not a store.
+    synced: Option<u64>,
 }
 
 /// The reconcile loop's handle on the status servers.
@@ -122,8 +135,15 @@ pub struct Status {
 }
 
 impl Status {
-    /// Records one pass.
-    pub fn record(&self, report: &PassReport, source_problems: Vec<String>) {
+    /// Records one pass. `store_generation` is the embedded store
+    /// generation of the model the pass computed from (`None` with the
+    /// Kubernetes source); it becomes `/synced` if the pass had no error.
+    pub fn record(
+        &self,
+        report: &PassReport,
+        source_problems: Vec<String>,
+        store_generation: Option<u64>,
+    ) {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         for (_, sync) in &report.proxy {
             shared
@@ -155,6 +175,13 @@ impl Status {
             .source_up
             .set(i64::from(source_problems.is_empty()));
         shared.ready = true;
+        if let Some(generation) = store_generation.filter(|_| report.errors.is_empty()) {
+            shared.synced = Some(generation);
+            shared
+                .metrics
+                .applied_generation
+                .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        }
         shared.problems = report
             .errors
             .iter()
@@ -180,6 +207,7 @@ pub fn start(address: SocketAddr) -> std::io::Result<Status> {
         metrics: Metrics::new(),
         ready: false,
         problems: Vec::new(),
+        synced: None,
     }));
     let status = Status {
         shared: Arc::clone(&shared),
@@ -250,7 +278,17 @@ fn status_answer(path: &str, shared: &Mutex<Shared>) -> Response<Full<Bytes>> {
                 Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "try /healthz or /metrics\n".into()),
+        "/synced" => match shared.synced {
+            Some(generation) => text(StatusCode::OK, format!("{generation}\n")),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no embedded store generation applied yet\n".into(),
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "try /healthz, /metrics or /synced\n".into(),
+        ),
     }
 }
 
@@ -366,6 +404,7 @@ mod tests {
             metrics: Metrics::new(),
             ready: false,
             problems: Vec::new(),
+            synced: None,
         });
         assert_eq!(
             status_answer("/healthz", &shared).status(),
@@ -375,5 +414,68 @@ mod tests {
         assert_eq!(status_answer("/healthz", &shared).status(), StatusCode::OK);
         let metrics = status_answer("/metrics", &shared);
         assert_eq!(metrics.status(), StatusCode::OK);
+    }
+
+    fn body(response: Response<Full<Bytes>>) -> String {
+        use http_body_util::BodyExt;
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn status_for_test() -> (Status, Arc<Mutex<Shared>>) {
+        let shared = Arc::new(Mutex::new(Shared {
+            metrics: Metrics::new(),
+            ready: false,
+            problems: Vec::new(),
+            synced: None,
+        }));
+        let (health_checks, _receiver) = watch::channel(BTreeMap::new());
+        let status = Status {
+            shared: Arc::clone(&shared),
+            health_checks,
+        };
+        (status, shared)
+    }
+
+    #[test]
+    fn synced_reports_the_store_generation_of_the_last_error_free_pass() {
+        let (status, shared) = status_for_test();
+        assert_eq!(
+            status_answer("/synced", &shared).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        status.record(&PassReport::default(), Vec::new(), Some(7));
+        let answer = status_answer("/synced", &shared);
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(body(answer), "7\n");
+        // A pass with an error does not claim its generation.
+        let failed = PassReport {
+            errors: vec!["nft: no".into()],
+            ..PassReport::default()
+        };
+        status.record(&failed, Vec::new(), Some(9));
+        assert_eq!(body(status_answer("/synced", &shared)), "7\n");
+        let metrics = body(status_answer("/metrics", &shared));
+        assert!(
+            metrics.contains("weft_agent_applied_store_generation 7"),
+            "{metrics}"
+        );
+        status.record(&PassReport::default(), Vec::new(), Some(9));
+        assert_eq!(body(status_answer("/synced", &shared)), "9\n");
+    }
+
+    #[test]
+    fn synced_stays_unavailable_without_a_store() {
+        let (status, shared) = status_for_test();
+        status.record(&PassReport::default(), Vec::new(), None);
+        assert_eq!(
+            status_answer("/synced", &shared).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! # Layout
 //! ```text
 //! <dir>/generation                          store-wide counter, bumped once per commit
+//! <dir>/journal                             which objects each commit changed (see [`journal`])
 //! <dir>/.lock                               flock(2): exclusive for writers, shared for readers
 //! <dir>/.tmp/                               files being written, renamed into place
 //! <dir>/<kind-plural>/<namespace>/<name>.yaml   namespaced objects (pods, services, …)
@@ -16,16 +17,23 @@
 //! - A write (apply, delete, modify) validates everything first and changes
 //!   nothing if anything is invalid; then, under the exclusive lock, it runs
 //!   the control plane ([`controlplane::reconcile`]), writes each changed
-//!   object to a temporary file and renames it into place, and writes the
-//!   new `generation` last.
+//!   object to a temporary file and renames it into place, appends one line
+//!   naming them to the journal, and writes the new `generation` last. Any
+//!   number of objects change in one commit ([`Store::apply_objects`],
+//!   [`Store::modify_many`]): one generation, one reload per reader.
 //! - A reader holding the shared lock sees one whole commit, never part of
 //!   one; a reader without it still never sees half a file.
 //! - `resourceVersion` is the generation of the commit that last changed the
 //!   object; `uid` and `creationTimestamp` are set once.
+//! - A handle keeps the last state it read or wrote; catching up reads only
+//!   the files the journal names for the commits since, and reads the whole
+//!   store only when it has none, or the journal no longer covers them (it
+//!   was rewritten, or the store was made anew).
 //!
 //! # Caveats
 //! Objects change only through a [`Store`]: a file edited by hand is seen by
-//! a running handle once another write commits. Files are not fsync'ed: after a machine crash the lab is rebuilt, not
+//! a handle that reads the whole store (a new one), not by running watchers.
+//! Files are not fsync'ed: after a machine crash the lab is rebuilt, not
 //! recovered. Readers poll the `generation` file (see [`Store::watch`])
 //! rather than using inotify: one small read per interval, exactly one
 //! reload per commit however many files it touched, no watches to add as
@@ -36,7 +44,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -49,6 +57,7 @@ use crate::index::Cluster;
 use crate::manifest::{self, Document, Invalid, Manifest};
 use crate::model::{Kind, Object, ObjectKey};
 
+mod journal;
 mod validate;
 
 /// How often [`Store::watch`] looks at the generation file.
@@ -135,8 +144,30 @@ pub struct Store {
     config: ClusterConfig,
     /// The objects of the last commit this handle (or a clone) read or
     /// wrote: a write, or a reload, reads no file unless another writer
-    /// committed since.
-    cache: Arc<Mutex<Option<(Stamp, Objects)>>>,
+    /// committed since, and then only the files the journal names.
+    cache: Arc<Mutex<Option<Snapshot>>>,
+}
+
+/// One committed state as a handle last saw it.
+#[derive(Debug)]
+struct Snapshot {
+    /// `None`: the store had no `generation` file (nothing committed yet);
+    /// such a snapshot is never reused.
+    stamp: Option<Stamp>,
+    /// How far the journal was read, to continue from there.
+    journal: Option<journal::Position>,
+    objects: Objects,
+}
+
+/// What catching up with the store changed in a [`Snapshot`].
+#[derive(Debug)]
+enum Delta {
+    /// Nothing: the snapshot was current.
+    None,
+    /// These objects were written or removed.
+    Keys(BTreeSet<ObjectKey>),
+    /// The whole store was read.
+    Full,
 }
 
 impl Store {
@@ -283,23 +314,107 @@ impl Store {
         }))
     }
 
-    fn cached(&self) -> std::sync::MutexGuard<'_, Option<(Stamp, Objects)>> {
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<Snapshot>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+
+    /// Brings `cache` up to the last commit; the caller holds the lock.
+    /// Reads only the files the journal names for the commits `cache` has
+    /// not seen, or the whole store when it cannot.
+    fn refresh(&self, cache: &mut Option<Snapshot>) -> Result<Delta, StoreError> {
+        let stamp = self.stamp()?;
+        if let (Some(stamp), Some(snapshot)) = (&stamp, cache.as_mut()) {
+            if snapshot.stamp.as_ref() == Some(stamp) {
+                return Ok(Delta::None);
+            }
+            if let Some(keys) = self.catch_up(snapshot, stamp)? {
+                snapshot.stamp = Some(stamp.clone());
+                return Ok(Delta::Keys(keys));
+            }
+        }
+        let journal = match &stamp {
+            Some(stamp) => journal::read(&self.journal_path(), None, stamp.generation)
+                .map_err(Self::io("read", &self.journal_path()))?
+                .map(|found| found.position),
+            None => None,
+        };
+        *cache = Some(Snapshot {
+            objects: self.read_all()?,
+            stamp,
+            journal,
+        });
+        Ok(Delta::Full)
+    }
+
+    /// Applies the journal's commits between `snapshot` and `stamp` to it;
+    /// `None` (snapshot untouched) when the journal does not list each of
+    /// them.
+    fn catch_up(
+        &self,
+        snapshot: &mut Snapshot,
+        stamp: &Stamp,
+    ) -> Result<Option<BTreeSet<ObjectKey>>, StoreError> {
+        let (Some(seen), Some(position)) = (&snapshot.stamp, &snapshot.journal) else {
+            return Ok(None);
+        };
+        if seen.generation >= stamp.generation {
+            return Ok(None);
+        }
+        let path = self.journal_path();
+        let Some(found) = journal::read(&path, Some(position), stamp.generation)
+            .map_err(Self::io("read", &path))?
+        else {
+            return Ok(None);
+        };
+        let mut covered = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        for (generation, changed) in found.commits {
+            if generation > seen.generation {
+                covered.insert(generation);
+                keys.extend(changed);
+            }
+        }
+        if !(seen.generation + 1..=stamp.generation).all(|g| covered.contains(&g)) {
+            return Ok(None);
+        }
+        let mut read = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let path = self.path_of(key);
+            let object = match fs::metadata(&path) {
+                Ok(_) => Some(self.read_object(&path, key.kind)?),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        action: "read",
+                        path,
+                        source,
+                    });
+                }
+            };
+            read.push((key.clone(), object));
+        }
+        for (key, object) in read {
+            match object {
+                Some(object) => snapshot.objects.insert(key, object),
+                None => snapshot.objects.remove(&key),
+            };
+        }
+        snapshot.journal = Some(found.position);
+        Ok(Some(keys))
     }
 
     /// Every object of the store; the caller holds the lock.
     fn load_unlocked(&self) -> Result<Objects, StoreError> {
-        let stamp = self.stamp()?;
-        if let (Some(stamp), Some((cached, objects))) = (&stamp, self.cached().as_ref()) {
-            if stamp == cached {
-                return Ok(objects.clone());
-            }
-        }
-        let objects = self.read_all()?;
-        if let Some(stamp) = stamp {
-            *self.cached() = Some((stamp, objects.clone()));
-        }
-        Ok(objects)
+        let mut cache = self.cached();
+        self.refresh(&mut cache)?;
+        Ok(cache
+            .as_ref()
+            .map(|snapshot| snapshot.objects.clone())
+            .unwrap_or_default())
     }
 
     fn read_all(&self) -> Result<Objects, StoreError> {
@@ -478,36 +593,72 @@ impl Store {
         key: &ObjectKey,
         f: impl FnOnce(&mut Object),
     ) -> Result<Change, StoreError> {
+        let mut changes = self.modify_many(vec![(key.clone(), f)])?;
+        match changes.pop() {
+            Some(change) if change.action != Action::NotFound => Ok(change),
+            _ => Err(StoreError::NotFound(key.clone())),
+        }
+    }
+
+    /// Read-modify-write of many objects in one commit (one generation, one
+    /// reload per reader), e.g. the lab kubelet recording a whole pass's Pod
+    /// statuses. Each edit sees the object as the previous edits left it; a
+    /// key that does not exist is skipped and reported as
+    /// [`Action::NotFound`]. If any result is invalid nothing is written.
+    pub fn modify_many<F: FnOnce(&mut Object)>(
+        &self,
+        edits: Vec<(ObjectKey, F)>,
+    ) -> Result<Vec<Change>, StoreError> {
         let _lock = self.lock(FlockArg::LockExclusive)?;
         let current = self.load_unlocked()?;
-        let mut obj = current
-            .get(key)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound(key.clone()))?;
-        f(&mut obj);
-        let doc = Document {
-            file: "(api)".to_owned(),
-            index: 1,
-            object: obj.clone(),
-        };
-        let invalid = validate::check_documents(std::slice::from_ref(&doc), &current, &self.config);
+        let mut next = current.clone();
+        let mut edited: Vec<(ObjectKey, Option<ObjectKey>)> = Vec::new();
+        for (key, f) in edits {
+            let Some(mut obj) = next.remove(&key) else {
+                edited.push((key, None));
+                continue;
+            };
+            f(&mut obj);
+            let new_key = obj.key();
+            next.insert(new_key.clone(), obj);
+            edited.push((key, Some(new_key)));
+        }
+        let docs: Vec<Document> = edited
+            .iter()
+            .filter_map(|(_, new_key)| new_key.as_ref())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, key)| {
+                Some(Document {
+                    file: "(api)".to_owned(),
+                    index: i + 1,
+                    object: next.get(key)?.clone(),
+                })
+            })
+            .collect();
+        let invalid = validate::check_documents(&docs, &current, &self.config);
         if !invalid.is_empty() {
             return Err(StoreError::Invalid(invalid));
         }
-        let mut next = current.clone();
-        next.remove(key);
-        let new_key = obj.key();
-        next.insert(new_key.clone(), obj);
         let changed = self.commit(&current, next)?;
-        let action = if changed.contains(&new_key) {
-            Action::Configured
-        } else {
-            Action::Unchanged
-        };
-        Ok(Change {
-            key: new_key,
-            action,
-        })
+        Ok(edited
+            .into_iter()
+            .map(|(key, new_key)| match new_key {
+                None => Change {
+                    key,
+                    action: Action::NotFound,
+                },
+                Some(new_key) => Change {
+                    action: if changed.contains(&new_key) {
+                        Action::Configured
+                    } else {
+                        Action::Unchanged
+                    },
+                    key: new_key,
+                },
+            })
+            .collect())
     }
 
     /// Runs the control plane on `next` and writes what differs from
@@ -562,12 +713,37 @@ impl Store {
             }
             changed.insert(key.clone());
         }
-        if !changed.is_empty() {
-            self.write_atomic(
-                &self.dir.join("generation"),
-                format!("{generation}\n").as_bytes(),
-            )?;
+        if changed.is_empty() {
+            return Ok(changed);
         }
+        let journal_path = self.journal_path();
+        let position = journal::append(&journal_path, generation, &changed, |contents| {
+            self.write_atomic(&journal_path, contents)
+                .map_err(|e| match e {
+                    StoreError::Io {
+                        action,
+                        path,
+                        source,
+                    } => io::Error::new(
+                        source.kind(),
+                        format!("cannot {action} {}: {source}", path.display()),
+                    ),
+                    other => io::Error::other(other.to_string()),
+                })
+        })
+        .map_err(Self::io("append to", &journal_path))?;
+        self.write_atomic(
+            &self.dir.join("generation"),
+            format!("{generation}\n").as_bytes(),
+        )?;
+        // What was just written is this handle's state now: its next read
+        // or write starts from it.
+        let stamp = self.stamp()?;
+        *self.cached() = Some(Snapshot {
+            stamp,
+            journal: Some(position),
+            objects: next,
+        });
         Ok(changed)
     }
 
@@ -597,23 +773,96 @@ impl Store {
     /// marks it synced; returns the generation loaded.
     pub fn load_into(&self, cluster: &Cluster) -> Result<u64, StoreError> {
         let _lock = self.lock(FlockArg::LockShared)?;
-        let generation = self.generation()?;
-        let objects = self.load_unlocked()?.into_values().collect();
+        let mut cache = self.cached();
+        self.refresh(&mut cache)?;
+        let generation = cache
+            .as_ref()
+            .and_then(|snapshot| snapshot.stamp.as_ref())
+            .map_or(0, |stamp| stamp.generation);
+        let objects = cache
+            .as_ref()
+            .map(|snapshot| snapshot.objects.values().cloned().collect())
+            .unwrap_or_default();
         cluster.update(|index| index.replace_all(objects));
+        cluster.mark_synced();
+        Ok(generation)
+    }
+
+    /// Brings `cluster` from the state this handle last gave it to the last
+    /// commit, touching only the objects that changed (all of them on the
+    /// first call, when the handle's cache is empty); records the generation in `loaded` while `cluster` is
+    /// locked, so whoever reads it under [`Cluster::read`] gets the
+    /// generation of the state they see. Subscribers are woken whenever the
+    /// generation moves. Only for a handle no one else uses: its cache must
+    /// be what `cluster` holds.
+    fn feed(&self, cluster: &Cluster, loaded: &AtomicU64) -> Result<u64, StoreError> {
+        /// What to do to the cluster, taken under the store lock and done
+        /// after it, so a reader of the cluster never holds up a writer.
+        enum Update {
+            Whole(Vec<Object>),
+            Some(Vec<(ObjectKey, Option<Object>)>),
+        }
+        let (generation, update) = {
+            let _lock = self.lock(FlockArg::LockShared)?;
+            let mut cache = self.cached();
+            let delta = self.refresh(&mut cache)?;
+            let Some(snapshot) = cache.as_ref() else {
+                return Ok(0);
+            };
+            let generation = snapshot.stamp.as_ref().map_or(0, |stamp| stamp.generation);
+            let update = match delta {
+                Delta::Full => Update::Whole(snapshot.objects.values().cloned().collect()),
+                Delta::None => Update::Some(Vec::new()),
+                Delta::Keys(keys) => Update::Some(
+                    keys.into_iter()
+                        .map(|key| {
+                            let object = snapshot.objects.get(&key).cloned();
+                            (key, object)
+                        })
+                        .collect(),
+                ),
+            };
+            (generation, update)
+        };
+        cluster.update(|index| {
+            let changed = match update {
+                Update::Whole(objects) => index.replace_all(objects),
+                Update::Some(objects) => {
+                    let mut changed = false;
+                    for (key, object) in objects {
+                        changed |= match object {
+                            Some(object) => index.upsert(object),
+                            None => index.remove(&key).is_some(),
+                        };
+                    }
+                    changed
+                }
+            };
+            let moved = loaded.swap(generation, Ordering::SeqCst) != generation;
+            changed || moved
+        });
         cluster.mark_synced();
         Ok(generation)
     }
 
     /// Loads the store into `cluster` now, then keeps it current from a
     /// background thread that looks at the generation file every
-    /// `interval` ([`WATCH_INTERVAL`] is a good value) and reloads after each
-    /// commit. A failed reload is logged and retried; the cluster keeps the
-    /// last state it had. Stops when the returned handle is dropped.
+    /// `interval` ([`WATCH_INTERVAL`] is a good value) and, after each
+    /// commit, applies only the objects the journal says changed. A failed
+    /// reload is logged and retried; the cluster keeps the last state it
+    /// had. Stops when the returned handle is dropped.
     pub fn watch(&self, cluster: &Cluster, interval: Duration) -> Result<StoreWatcher, StoreError> {
-        let mut seen = self.load_into(cluster)?;
+        // A handle of its own: its cache is exactly what `cluster` holds.
+        let store = Store {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            cache: Arc::default(),
+        };
+        let loaded = Arc::new(AtomicU64::new(0));
+        let mut seen = store.feed(cluster, &loaded)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (store, cluster, stop) = (self.clone(), cluster.clone(), stop.clone());
+            let (cluster, stop, loaded) = (cluster.clone(), stop.clone(), loaded.clone());
             std::thread::Builder::new()
                 .name("weft-store-watch".to_owned())
                 .spawn(move || {
@@ -627,7 +876,7 @@ impl Store {
                                 continue;
                             }
                         }
-                        match store.load_into(&cluster) {
+                        match store.feed(&cluster, &loaded) {
                             Ok(g) => seen = g,
                             Err(e) => tracing::warn!(store = %store.dir.display(), error = %e, "cannot reload the store; keeping the last state"),
                         }
@@ -637,6 +886,7 @@ impl Store {
         };
         Ok(StoreWatcher {
             stop,
+            loaded,
             thread: Some(thread),
         })
     }
@@ -646,7 +896,18 @@ impl Store {
 #[derive(Debug)]
 pub struct StoreWatcher {
     stop: Arc<AtomicBool>,
+    /// The store generation the cluster holds.
+    loaded: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl StoreWatcher {
+    /// The store generation whose state the cluster holds. Read it while
+    /// holding [`Cluster::read`] to get the generation of exactly the state
+    /// being read (it is updated under the cluster's write lock).
+    pub fn generation(&self) -> u64 {
+        self.loaded.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for StoreWatcher {

@@ -181,24 +181,18 @@ fn first_service(store: &Store) -> Result<Option<ServiceTarget>, LabError> {
     Ok(None)
 }
 
-/// Runs `check` up to three times, half a second apart: right after
-/// `lab up` or a change, agents may still be programming the last
-/// endpoints, as a real client's retries would cover.
+/// Runs `check` once, timed. No retry: `lab up`, `lab apply` and
+/// `lab delete` return only once every agent has applied the store
+/// generation they waited for (see [`crate::ops::settle`]), so a failure
+/// here is a real one.
 fn timed(
     path: &'static str,
     from: String,
     to: String,
-    mut check: impl FnMut() -> Result<String, String>,
+    check: impl FnOnce() -> Result<String, String>,
 ) -> Row {
     let started = Instant::now();
-    let mut result = check();
-    for _ in 0..2 {
-        if result.is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        result = check();
-    }
+    let result = check();
     Row {
         path,
         from,

@@ -11,6 +11,11 @@
 //! A restarted kubelet first tears down what a previous run left for its
 //! node (from the pod state files), then rebuilds: state is always derived
 //! from the store.
+//!
+//! Store writes are batched: each pass collects the bindings it decides and
+//! the statuses it observes (started, Ready) and commits them in one store
+//! transaction at the end of the pass, so a node starting thirty pods costs
+//! every watcher of the store a few reloads, not sixty.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -21,7 +26,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodIP, PodStatus};
 use serde::{Deserialize, Serialize};
 use weft_cluster::model::pod_is_terminal;
-use weft_cluster::store::WATCH_INTERVAL;
+use weft_cluster::store::{Action, WATCH_INTERVAL};
 use weft_cluster::{Cluster, Kind, Object, ObjectKey, Store};
 use weft_linux::NetNs;
 
@@ -145,6 +150,8 @@ pub struct Kubelet {
     /// Whether this kubelet also schedules unbound Pods.
     scheduler: bool,
     running: BTreeMap<String, Running>,
+    /// Statuses observed this pass, written in one commit at its end.
+    pending: BTreeMap<ObjectKey, Mark>,
     /// Pods whose workload died: restarts so far, and when the next may
     /// happen (doubling from 1 s to 30 s, like CrashLoopBackOff).
     backoff: BTreeMap<String, (u32, std::time::Instant)>,
@@ -154,6 +161,18 @@ impl std::fmt::Debug for Kubelet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kubelet").field("node", &self.node).finish()
     }
+}
+
+/// A Pod status to record: its IP and readiness, and (on start) what runs
+/// for it.
+#[derive(Debug, Clone)]
+struct Mark {
+    /// The Pod's uid: a Pod deleted and made anew under the same name in the
+    /// meantime is left alone.
+    uid: String,
+    ip: IpAddr,
+    ready: bool,
+    workload: Option<String>,
 }
 
 /// A pod's container ports by protocol, and its host port mappings.
@@ -238,6 +257,7 @@ impl Kubelet {
             runtime,
             workload,
             running: BTreeMap::new(),
+            pending: BTreeMap::new(),
             backoff: BTreeMap::new(),
         })
     }
@@ -266,6 +286,7 @@ impl Kubelet {
             }
             self.sync_pods(&pods);
             self.probe();
+            self.flush();
             let waiting = self.running.values().any(|running| !running.marked_ready);
             changes.wait_timeout(Duration::from_millis(if waiting { 100 } else { 500 }));
         }
@@ -285,6 +306,7 @@ impl Kubelet {
                 *count += 1;
             }
         }
+        let mut bindings = Vec::new();
         for pod in pods {
             let bound = pod
                 .spec
@@ -299,25 +321,36 @@ impl Kubelet {
                 return;
             };
             let target = target.to_owned();
+            if let Some(count) = load.get_mut(target.as_str()) {
+                *count += 1;
+            }
             let key = ObjectKey::new(
                 Kind::Pod,
                 pod.metadata.namespace.as_deref().unwrap_or("default"),
                 pod.metadata.name.as_deref().unwrap_or_default(),
             );
-            let result = self.store.modify(&key, |object| {
+            let uid = pod.metadata.uid.clone();
+            bindings.push((key, move |object: &mut Object| {
+                // Bound only if still the same, unbound Pod.
                 if let Object::Pod(pod) = object {
-                    pod.spec.get_or_insert_with(Default::default).node_name = Some(target.clone());
-                }
-            });
-            match result {
-                Ok(_) => {
-                    tracing::info!(pod = %key, node = %target, "scheduled");
-                    if let Some(count) = load.get_mut(target.as_str()) {
-                        *count += 1;
+                    if pod.metadata.uid == uid {
+                        let spec = pod.spec.get_or_insert_with(Default::default);
+                        spec.node_name.get_or_insert(target);
                     }
                 }
-                Err(err) => tracing::warn!(pod = %key, "scheduling: {err}"),
+            }));
+        }
+        if bindings.is_empty() {
+            return;
+        }
+        // One commit for every binding of the pass.
+        match self.store.modify_many(bindings) {
+            Ok(changes) => {
+                for change in changes.iter().filter(|c| c.action == Action::Configured) {
+                    tracing::info!(pod = %change.key, "scheduled");
+                }
             }
+            Err(err) => tracing::warn!("scheduling: {err}"),
         }
     }
 
@@ -364,7 +397,7 @@ impl Kubelet {
         }
     }
 
-    fn start(&self, uid: &str, pod: &Pod) -> Result<Running, String> {
+    fn start(&mut self, uid: &str, pod: &Pod) -> Result<Running, String> {
         let namespace = pod
             .metadata
             .namespace
@@ -455,8 +488,15 @@ impl Kubelet {
             .flat_map(|spec| &spec.containers)
             .filter_map(|container| container.image.clone())
             .collect();
-        let workload = workload_text(&images, runs == Some("dns"));
-        self.mark(&key, ip, false, Some(&workload));
+        self.pending.insert(
+            key.clone(),
+            Mark {
+                uid: uid.to_owned(),
+                ip,
+                ready: false,
+                workload: Some(workload_text(&images, runs == Some("dns"))),
+            },
+        );
         let probe_port = if tcp.is_empty() && udp.is_empty() {
             Some(8080)
         } else {
@@ -511,8 +551,14 @@ impl Kubelet {
                 Some(ip) => {
                     if let Some(running) = self.running.get_mut(&uid) {
                         running.marked_ready = true;
-                        let key = running.key.clone();
-                        self.mark(&key, ip, true, None);
+                        let mark = self.pending.entry(running.key.clone()).or_insert(Mark {
+                            uid: uid.clone(),
+                            ip,
+                            ready: true,
+                            workload: None,
+                        });
+                        mark.ready = true;
+                        mark.ip = ip;
                     }
                 }
                 None => {
@@ -535,43 +581,66 @@ impl Kubelet {
         }
     }
 
-    /// Records the pod's IP and readiness (and, once, what runs for it) in
-    /// the store, in one write.
-    fn mark(&self, key: &ObjectKey, ip: IpAddr, ready: bool, workload: Option<&str>) {
+    /// Records the statuses observed this pass (each pod's IP and
+    /// readiness, and once what runs for it) in one store commit. On a
+    /// failure they are kept and tried again after the next pass.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
         let node_ip = self.node_ip.to_string();
-        let result = self.store.modify(key, |object| {
-            if let Object::Pod(pod) = object {
-                if let Some(workload) = workload {
-                    pod.metadata
-                        .annotations
-                        .get_or_insert_with(Default::default)
-                        .insert(
-                            weft_cluster::model::WORKLOAD_ANNOTATION.to_owned(),
-                            workload.to_owned(),
-                        );
-                }
-                let status = pod.status.get_or_insert_with(PodStatus::default);
-                status.phase = Some("Running".to_owned());
-                status.pod_ip = Some(ip.to_string());
-                status.pod_ips = Some(vec![PodIP { ip: ip.to_string() }]);
-                status.host_ip = Some(node_ip.clone());
-                let value = if ready { "True" } else { "False" };
-                status.conditions = Some(
-                    ["Ready", "ContainersReady"]
-                        .into_iter()
-                        .map(|kind| PodCondition {
-                            type_: kind.to_owned(),
-                            status: value.to_owned(),
-                            ..PodCondition::default()
-                        })
-                        .collect(),
-                );
-            }
-        });
-        if let Err(err) = result {
-            tracing::warn!(pod = %key, "recording status: {err}");
+        let edits: Vec<_> = self
+            .pending
+            .iter()
+            .map(|(key, mark)| {
+                let (mark, node_ip) = (mark.clone(), node_ip.clone());
+                (key.clone(), move |object: &mut Object| {
+                    if let Object::Pod(pod) = object {
+                        if pod.metadata.uid.as_deref() == Some(mark.uid.as_str()) {
+                            record_status(pod, &mark, node_ip);
+                        }
+                    }
+                })
+            })
+            .collect();
+        match self.store.modify_many(edits) {
+            Ok(_) => self.pending.clear(),
+            Err(err) => tracing::warn!(
+                pods = self.pending.len(),
+                "recording pod statuses (retried next pass): {err}"
+            ),
         }
     }
+}
+
+/// Writes what the kubelet observed into a Pod's status.
+fn record_status(pod: &mut Pod, mark: &Mark, node_ip: String) {
+    if let Some(workload) = &mark.workload {
+        pod.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                weft_cluster::model::WORKLOAD_ANNOTATION.to_owned(),
+                workload.clone(),
+            );
+    }
+    let ip = mark.ip.to_string();
+    let status = pod.status.get_or_insert_with(PodStatus::default);
+    status.phase = Some("Running".to_owned());
+    status.pod_ip = Some(ip.clone());
+    status.pod_ips = Some(vec![PodIP { ip }]);
+    status.host_ip = Some(node_ip);
+    let value = if mark.ready { "True" } else { "False" };
+    status.conditions = Some(
+        ["Ready", "ContainersReady"]
+            .into_iter()
+            .map(|kind| PodCondition {
+                type_: kind.to_owned(),
+                status: value.to_owned(),
+                ..PodCondition::default()
+            })
+            .collect(),
+    );
 }
 
 #[cfg(test)]

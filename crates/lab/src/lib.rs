@@ -23,7 +23,7 @@ pub mod process;
 pub mod topology;
 
 pub use layout::Layout;
-pub use ops::{Settings, down, logs, status, up};
+pub use ops::{Settings, down, logs, settle_store, status, up};
 
 /// Errors of lab operations; each names what it was doing.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 //! `status` and `logs`.
 
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -282,6 +283,33 @@ pub fn up(
     {
         let _ = writeln!(out, "      {}: {:?}", change.key, change.action);
     }
+    settle(layout, &store, nodes, out)?;
+    let _ = writeln!(
+        out,
+        "lab {} is up in {:.1} s",
+        layout.name,
+        started.elapsed().as_secs_f64()
+    );
+    status(layout, out)
+}
+
+/// How long agents get to apply a generation once the Pods are Ready.
+pub const AGENT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Where each agent serves `/healthz`, `/metrics` and `/synced`, inside its
+/// node namespace (the agent's default `--metrics-address`).
+pub const AGENT_STATUS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10249);
+
+/// Waits until every Pod of the store is Ready, then until the agent of
+/// every node (1 to `nodes`) has applied the store generation that made
+/// them so ([`wait_for_agents`]): afterwards every path `lab check` proves
+/// works, endpoints included. Shows progress on `out`.
+pub fn settle(
+    layout: &Layout,
+    store: &Store,
+    nodes: u8,
+    out: &mut dyn Write,
+) -> Result<(), LabError> {
     // A minute, plus a quarter second per pod for big labs.
     let pod_count = store.list(Kind::Pod, None)?.len();
     let patience = Duration::from_secs(60)
@@ -305,15 +333,109 @@ pub fn up(
                 layout.name
             )));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
+    let generation = store.generation()?;
+    // A node whose Node object was deleted is no longer in the cluster: its
+    // agent has nothing to apply (and reports the error), so it is not
+    // waited for.
+    let names: Vec<String> = store
+        .list(Kind::Node, None)?
+        .iter()
+        .map(|node| node.key().name)
+        .collect();
+    let present: Vec<u8> = (1..=nodes)
+        .filter(|index| names.contains(&Layout::node_name(*index)))
+        .collect();
+    wait_for_agents(layout, &present, generation, AGENT_PATIENCE, out)
+}
+
+/// What node `index`'s agent says on `/synced`: the store generation it
+/// has applied in full, or why there is none.
+pub fn agent_synced(layout: &Layout, index: u8) -> Result<u64, String> {
+    let ns = NetNs::open(&layout.node_ns(index)).map_err(|err| err.to_string())?;
+    let body = crate::check::http_get(&ns, AGENT_STATUS, "/synced")?;
+    body.trim()
+        .parse()
+        .map_err(|_| format!("/synced answered {body:?}"))
+}
+
+/// Waits until the agent of every node in `nodes` (1-based indices) has
+/// applied store generation `generation` or a later one, asking each on
+/// `/synced` inside its namespace; fails after `patience` naming the nodes
+/// behind.
+pub fn wait_for_agents(
+    layout: &Layout,
+    nodes: &[u8],
+    generation: u64,
+    patience: Duration,
+    out: &mut dyn Write,
+) -> Result<(), LabError> {
+    let count = nodes.len();
     let _ = writeln!(
         out,
-        "lab {} is up in {:.1} s",
-        layout.name,
-        started.elapsed().as_secs_f64()
+        "      waiting for {count} agent(s) to apply store generation {generation}"
     );
-    status(layout, out)
+    let _ = out.flush();
+    let started = Instant::now();
+    let mut behind: Vec<(u8, Result<u64, String>)> = nodes.iter().map(|i| (*i, Ok(0))).collect();
+    loop {
+        behind = behind
+            .into_iter()
+            .map(|(index, _)| (index, agent_synced(layout, index)))
+            .filter(|(_, synced)| !matches!(synced, Ok(g) if *g >= generation))
+            .collect();
+        if behind.is_empty() {
+            let _ = writeln!(
+                out,
+                "      {count}/{count} agents applied it in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > patience {
+            let lagging: Vec<String> = behind
+                .iter()
+                .map(|(index, synced)| match synced {
+                    Ok(g) => format!("{} at {g}", Layout::node_name(*index)),
+                    Err(err) => format!("{}: {err}", Layout::node_name(*index)),
+                })
+                .collect();
+            return Err(LabError::Invalid(format!(
+                "agents did not apply store generation {generation} within {} s ({}); see `weft lab logs agent --name {}`",
+                patience.as_secs(),
+                lagging.join(", "),
+                layout.name
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// After `weft lab apply|delete` on the store `store_dir`: when the store
+/// is a lab's (its `lab.json` beside it), waits as `lab up` does
+/// ([`settle`]); for a store of no lab, does nothing.
+pub fn settle_store(store_dir: &Path, out: &mut dyn Write) -> Result<(), LabError> {
+    let (Some(dir), Some(root)) = (
+        store_dir.parent(),
+        store_dir.parent().and_then(Path::parent),
+    ) else {
+        return Ok(());
+    };
+    let Some(name) = dir.file_name().and_then(|name| name.to_str()) else {
+        return Ok(());
+    };
+    let Ok(layout) = Layout::new(root, name) else {
+        return Ok(());
+    };
+    if layout.store_dir() != store_dir {
+        return Ok(());
+    }
+    let Some(settings) = Settings::read(&layout) else {
+        return Ok(());
+    };
+    let store = Store::open(layout.store_dir())?;
+    settle(&layout, &store, settings.nodes, out)
 }
 
 /// The lab DNS server's config: the cluster zone from the store, the
@@ -348,32 +470,38 @@ pub fn down(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
                 .collect()
         })
         .unwrap_or_default();
-    let mut stopped = 0;
     // Kubelets first, so nothing restarts pods while they go.
-    for name in ["kubelet.pid", "agent.pid"] {
-        for dir in &node_dirs {
-            if Recorded::read(&dir.join(name)).is_some_and(|recorded| recorded.stop(grace)) {
-                stopped += 1;
-            }
-        }
-    }
-    if Recorded::read(&layout.dir.join("external").join("serve.pid"))
-        .is_some_and(|recorded| recorded.stop(grace))
-    {
-        stopped += 1;
-    }
-    // Anything still running inside a lab namespace (a workload whose
-    // kubelet died between starting it and recording it) was started by
-    // the lab too: it goes before its namespace does.
-    for name in topology::lab_namespaces(layout)? {
-        let path = Path::new(weft_linux::netns::NETNS_RUN_DIR).join(&name);
-        for process in process::in_namespace(&path) {
-            if process.stop(grace) {
-                stopped += 1;
-            }
-        }
-    }
+    let kubelets: Vec<Recorded> = node_dirs
+        .iter()
+        .filter_map(|dir| Recorded::read(&dir.join("kubelet.pid")))
+        .collect();
+    let mut stopped = process::stop_all(&kubelets, grace);
+    // Then, all at once, the agents, the external host's server, the pod
+    // workloads, and anything else running inside a lab namespace (a
+    // workload whose kubelet died between starting it and recording it was
+    // started by the lab too): each goes before its namespace does.
     let pods = PodState::all(layout);
+    let mut rest: Vec<Recorded> = node_dirs
+        .iter()
+        .filter_map(|dir| Recorded::read(&dir.join("agent.pid")))
+        .chain(Recorded::read(
+            &layout.dir.join("external").join("serve.pid"),
+        ))
+        .chain(pods.iter().filter_map(|pod| {
+            Some(Recorded {
+                pid: pod.pid?,
+                start_time: pod.pid_start?,
+            })
+        }))
+        .collect();
+    let paths: Vec<PathBuf> = topology::lab_namespaces(layout)?
+        .into_iter()
+        .map(|name| Path::new(weft_linux::netns::NETNS_RUN_DIR).join(name))
+        .collect();
+    rest.extend(process::in_namespaces(&paths));
+    rest.sort_by_key(|process| (process.pid, process.start_time));
+    rest.dedup();
+    stopped += process::stop_all(&rest, grace);
     for pod in &pods {
         // The node namespaces go below, taking the pods' veths and the
         // kernel state with them; only the host-local files need CNI DEL's

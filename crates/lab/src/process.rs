@@ -4,10 +4,11 @@
 //! if the pid still names the process the lab started (a recycled pid is
 //! left alone).
 
+use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,32 +58,53 @@ impl Recorded {
     /// Stops the process (SIGTERM, then SIGKILL after `grace`) if it is
     /// still the one recorded; returns whether it was running.
     pub fn stop(&self, grace: Duration) -> bool {
-        if !self.is_alive() {
-            return false;
+        stop_all(std::slice::from_ref(self), grace) > 0
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Ok(raw) = i32::try_from(self.pid) {
+            let _ = kill(Pid::from_raw(raw), signal);
         }
-        let Ok(raw) = i32::try_from(self.pid) else {
-            return false;
-        };
-        let pid = Pid::from_raw(raw);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while self.is_alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if self.is_alive() {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-        true
     }
 }
 
-/// Every process whose network namespace is the one at `ns_path` (a lab
-/// namespace: whatever runs there, the lab started), by its `/proc` entry.
-pub fn in_namespace(ns_path: &Path) -> Vec<Recorded> {
+/// Stops every process that is still the one recorded, all at once:
+/// SIGTERM to each, one wait of at most `grace` for all of them, then
+/// SIGKILL to those left. Returns how many were running.
+pub fn stop_all(processes: &[Recorded], grace: Duration) -> usize {
+    let running: Vec<Recorded> = processes
+        .iter()
+        .filter(|process| process.is_alive())
+        .copied()
+        .collect();
+    for process in &running {
+        process.signal(Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    let mut left = running.clone();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left.retain(Recorded::is_alive);
+    }
+    for process in &left {
+        process.signal(Signal::SIGKILL);
+    }
+    running.len()
+}
+
+/// Every process whose network namespace is one of those at `ns_paths`
+/// (lab namespaces: whatever runs there, the lab started), by its `/proc`
+/// entry, in one pass over `/proc`.
+pub fn in_namespaces(ns_paths: &[PathBuf]) -> Vec<Recorded> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(target) = fs::metadata(ns_path).map(|meta| meta.ino()) else {
+    let targets: HashSet<(u64, u64)> = ns_paths
+        .iter()
+        .filter_map(|path| fs::metadata(path).ok())
+        .map(|meta| (meta.dev(), meta.ino()))
+        .collect();
+    if targets.is_empty() {
         return Vec::new();
-    };
+    }
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -90,7 +112,8 @@ pub fn in_namespace(ns_path: &Path) -> Vec<Recorded> {
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|meta| meta.ino() == target)
+            fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|meta| targets.contains(&(meta.dev(), meta.ino())))
         })
         .filter_map(|pid| {
             Some(Recorded {

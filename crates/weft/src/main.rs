@@ -233,10 +233,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 LabCommand::Apply(args) => {
                     let store = args.store.open()?;
                     weft_cluster::cli::apply(&store, &args, &mut stdin, &mut out)?;
+                    // A lab's store: wait for Pods Ready and agents synced.
+                    weft_lab::settle_store(&args.store.store, &mut out)?;
                 }
                 LabCommand::Delete(args) => {
                     let store = args.store.open()?;
                     weft_cluster::cli::delete(&store, &args, &mut stdin, &mut out)?;
+                    weft_lab::settle_store(&args.store.store, &mut out)?;
                 }
                 LabCommand::Get(args) => {
                     let store = args.store.open()?;

@@ -131,6 +131,29 @@ fn lab_scenario(mode: &str) {
         app.to_str().unwrap(),
     ]);
     assert!(up.contains("5/5 pods ready"), "{up}"); // 4 + the cluster DNS pod
+    // `lab up` returned only once every agent had applied the store
+    // generation that made the pods Ready, and says so.
+    assert!(up.contains("3/3 agents applied it"), "{up}");
+    let generation: u64 = up
+        .lines()
+        .find_map(|line| line.split("to apply store generation ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no generation in:\n{up}"));
+    for node in 1..=3 {
+        let synced = Command::new("ip")
+            .args(["netns", "exec", &format!("weft-{}-node-{node}", lab.name)])
+            .args(["curl", "-sf", "127.0.0.1:10249/synced"])
+            .output()
+            .unwrap();
+        let synced: u64 = String::from_utf8_lossy(&synced.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            synced >= generation,
+            "node-{node} at {synced} < {generation}"
+        );
+    }
 
     let check = lab.ok(&["lab", "check"]);
     assert!(
@@ -215,22 +238,24 @@ fn lab_scenario(mode: &str) {
     )
     .unwrap();
     lab.ok(&["lab", "delete", "-f", node.to_str().unwrap()]);
+    // `lab delete` waits for every agent to apply the deletion: the routes
+    // are gone when it returns, not eventually.
     let node_1 = NetNs::open(&format!("weft-{}-node-1", lab.name)).unwrap();
-    eventually(5, "peers to drop the departed node's routes", || {
-        let mut netlink = Netlink::in_namespace(&node_1).unwrap();
-        let routed = netlink
-            .routes(None)
+    let mut netlink = Netlink::in_namespace(&node_1).unwrap();
+    let routed = netlink
+        .routes(None)
+        .unwrap()
+        .iter()
+        .any(|route| route.dst == subnet_3);
+    assert!(!routed, "node-1 still routes to the departed node-3");
+    if mode == "vxlan" {
+        let fdb = netlink
+            .fdb_entries("weft.vxlan")
             .unwrap()
             .iter()
-            .any(|route| route.dst == subnet_3);
-        let fdb = mode == "vxlan"
-            && netlink
-                .fdb_entries("weft.vxlan")
-                .unwrap()
-                .iter()
-                .any(|entry| entry.dst == Some("192.168.10.13".parse().unwrap()));
-        !routed && !fdb
-    });
+            .any(|entry| entry.dst == Some("192.168.10.13".parse().unwrap()));
+        assert!(!fdb, "node-1 still has an FDB entry for node-3");
+    }
 
     // A process the lab did not record, inside one of its namespaces.
     let mut stray = Command::new("ip")

@@ -485,3 +485,246 @@ fn turning_a_node_port_service_into_cluster_ip_releases_its_node_ports() {
         "the ClusterIP stays"
     );
 }
+
+/// `count` Pods `p0…` behind the Service `web`, not yet running.
+fn many_pods(count: usize) -> String {
+    let mut text = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
+    );
+    for i in 0..count {
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, labels: {{app: web}}}}\nspec: {{containers: [{{name: main, image: weft/serve}}]}}\n"
+        ));
+    }
+    text
+}
+
+fn mark_running(obj: &mut Object, ip: &str) {
+    if let Object::Pod(p) = obj {
+        let status = p.status.get_or_insert_with(Default::default);
+        status.phase = Some("Running".to_owned());
+        status.pod_ip = Some(ip.to_owned());
+        status.pod_ips = Some(vec![PodIP { ip: ip.to_owned() }]);
+        set_ready(p, true);
+    }
+}
+
+fn running_ips(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .read()
+        .pods()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect()
+}
+
+#[test]
+fn a_batch_of_edits_is_one_commit_that_watchers_see_whole() {
+    let (_d, store) = store();
+    store.apply(&[manifest(&many_pods(20))]).expect("apply");
+    let cluster = Cluster::new();
+    let watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    let before = store.generation().expect("generation");
+    assert_eq!(watcher.generation(), before);
+    // Someone looks at the cluster all along: never a part of the batch.
+    let observer = {
+        let cluster = cluster.clone();
+        thread::spawn(move || {
+            let start = Instant::now();
+            loop {
+                let seen = running_ips(&cluster).len();
+                assert!(seen == 0 || seen == 20, "saw {seen} of 20 edits");
+                if seen == 20 || start.elapsed() > Duration::from_secs(5) {
+                    return seen;
+                }
+                thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let writer = Store::open(store.dir()).expect("writer handle");
+    let edits: Vec<_> = (0..20)
+        .map(|i| {
+            let ip = format!("10.244.0.{}", i + 2);
+            (
+                key(Kind::Pod, "default", &format!("p{i}")),
+                move |obj: &mut Object| mark_running(obj, &ip),
+            )
+        })
+        .collect();
+    let changes = writer.modify_many(edits).expect("modify many");
+    assert!(changes.iter().all(|c| c.action == Action::Configured));
+    assert_eq!(observer.join().expect("observer"), 20);
+    assert_eq!(
+        store.generation().expect("generation"),
+        before + 1,
+        "one commit"
+    );
+    assert_eq!(watcher.generation(), before + 1);
+    assert_eq!(slice_addresses(&store, "web").len(), 20);
+    let pod = store.get(&key(Kind::Pod, "default", "p7")).expect("get");
+    assert_eq!(
+        pod.and_then(|o| o.meta().resource_version.clone()),
+        Some((before + 1).to_string())
+    );
+}
+
+#[test]
+fn a_batch_with_one_invalid_edit_writes_nothing_and_a_missing_key_is_not_found() {
+    let (_d, store) = store();
+    store.apply(&[manifest(&many_pods(2))]).expect("apply");
+    let before = store.generation().expect("generation");
+    type Edit = Box<dyn FnOnce(&mut Object)>;
+    let edits: Vec<(ObjectKey, Edit)> = vec![
+        (
+            key(Kind::Pod, "default", "p0"),
+            Box::new(|obj: &mut Object| mark_running(obj, "10.244.0.2")),
+        ),
+        (
+            key(Kind::Pod, "default", "p1"),
+            Box::new(|obj: &mut Object| {
+                obj.meta_mut()
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert("bad key!".to_owned(), "x".to_owned());
+            }),
+        ),
+    ];
+    assert!(matches!(
+        store.modify_many(edits),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.generation().expect("generation"), before);
+    assert!(slice_addresses(&store, "web").is_empty());
+
+    let running = |ip: &'static str| move |obj: &mut Object| mark_running(obj, ip);
+    let changes = store
+        .modify_many(vec![
+            (key(Kind::Pod, "default", "gone"), running("10.244.0.9")),
+            (key(Kind::Pod, "default", "p0"), running("10.244.0.2")),
+        ])
+        .expect("modify many");
+    assert_eq!(
+        actions(&changes),
+        [
+            ("Pod default/gone".to_owned(), Action::NotFound),
+            ("Pod default/p0".to_owned(), Action::Configured),
+        ]
+    );
+    assert!(matches!(
+        store.modify(&key(Kind::Pod, "default", "gone"), |_| {}),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Waits until `cluster` holds exactly what the store holds.
+fn converges(cluster: &Cluster, store: &Store) {
+    let start = Instant::now();
+    loop {
+        let stored = store.load().expect("load");
+        let seen: Vec<Object> = cluster.read().objects().cloned().collect();
+        if seen == stored {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the watcher never caught up"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_watcher_reads_only_the_files_the_journal_names() {
+    let (_d, store) = store();
+    store.apply(&[manifest(&many_pods(3))]).expect("apply");
+    let cluster = Cluster::new();
+    let _watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    // An object file no commit names goes bad: a reader that read the
+    // whole store again would fail on it.
+    let untouched = store.dir().join("pods/default/p2.yaml");
+    fs::write(&untouched, "not: [a pod").expect("spoil");
+    // The handle that applied writes on from its own state, not the files.
+    let writer = &store;
+    writer
+        .modify(&key(Kind::Pod, "default", "p0"), |obj| {
+            mark_running(obj, "10.244.0.2")
+        })
+        .expect("modify");
+    let start = Instant::now();
+    while running_ips(&cluster) != ["10.244.0.2"] {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "update never seen"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    writer
+        .delete(&[key(Kind::Pod, "default", "p1")])
+        .expect("delete");
+    let start = Instant::now();
+    while cluster.read().pod("default", "p1").is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "delete never seen"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        cluster.read().pod("default", "p2").is_some(),
+        "kept as it was"
+    );
+}
+
+#[test]
+fn a_watcher_without_a_usable_journal_reads_the_whole_store() {
+    let (_d, store) = store();
+    store.apply(&[manifest(&many_pods(3))]).expect("apply");
+    let cluster = Cluster::new();
+    let watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    // The journal goes (as after an older weft wrote the store): the next
+    // commit starts a new one, which does not cover what the watcher missed.
+    fs::remove_file(store.dir().join("journal")).expect("remove journal");
+    let writer = Store::open(store.dir()).expect("writer handle");
+    writer
+        .modify(&key(Kind::Pod, "default", "p0"), |obj| {
+            mark_running(obj, "10.244.0.2")
+        })
+        .expect("modify");
+    writer
+        .delete(&[key(Kind::Pod, "default", "p1")])
+        .expect("delete");
+    converges(&cluster, &store);
+    assert_eq!(
+        watcher.generation(),
+        store.generation().expect("generation")
+    );
+    // And it goes on incrementally from the new journal.
+    writer
+        .delete(&[key(Kind::Pod, "default", "p2")])
+        .expect("delete");
+    converges(&cluster, &store);
+    assert!(cluster.read().pod("default", "p2").is_none());
+}
+
+#[test]
+fn a_handle_that_wrote_reads_on_from_its_own_commit() {
+    let (_d, store) = store();
+    store.apply(&[manifest(&many_pods(3))]).expect("apply");
+    // Spoiling an untouched file: neither the next write through this
+    // handle nor its reads go back to it, they start from the handle's own
+    // last commit plus the journal.
+    fs::write(store.dir().join("pods/default/p2.yaml"), "not: [a pod").expect("spoil");
+    let other = Store::open(store.dir()).expect("other handle");
+    assert!(other.load().is_err(), "a new handle reads everything");
+    store
+        .modify(&key(Kind::Pod, "default", "p0"), |obj| {
+            mark_running(obj, "10.244.0.2")
+        })
+        .expect("modify without reading everything again");
+    let objects = store.load().expect("load from the handle's own commit");
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.key() == key(Kind::Pod, "default", "p2"))
+    );
+    assert_eq!(slice_addresses(&store, "web"), ["10.244.0.2"]);
+}
