@@ -41,6 +41,10 @@ pub struct Config {
     pub policy: Policy,
     /// How long one upstream has to answer, milliseconds.
     pub upstream_timeout_ms: u64,
+    /// How often an upstream that failed is probed, milliseconds; it is
+    /// skipped until a probe gets an answer. 0: no probes, a failed upstream
+    /// is skipped for 5 s.
+    pub health_check_ms: u64,
     /// An /etc/hosts-format file answered before forwarding.
     pub hosts_file: Option<PathBuf>,
     /// TTL of answers from the hosts file.
@@ -89,6 +93,7 @@ impl Default for Config {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             policy: Policy::Sequential,
             upstream_timeout_ms: 2000,
+            health_check_ms: 500,
             hosts_file: None,
             hosts_ttl: 3600,
             cache: CacheConfig::default(),
@@ -167,6 +172,11 @@ impl Config {
 
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    /// The interval of upstream health probes, `None` when off.
+    pub fn health_check_interval(&self) -> Option<Duration> {
+        (self.health_check_ms > 0).then(|| Duration::from_millis(self.health_check_ms))
     }
 
     /// The upstream addresses: the configured list, else the nameservers of

@@ -1,14 +1,17 @@
 //! Forwarding of names outside the cluster zone: upstream selection
-//! (sequential or random, skipping upstreams that just failed), one query
-//! over UDP retried over TCP when truncated, a per-upstream timeout, and the
-//! [`cache`] of answers. Refuses, at construction, to forward to the
-//! server's own listen address (a forwarding loop).
+//! (sequential or random, skipping upstreams that are down), one query
+//! over UDP retried over TCP when truncated, a per-upstream timeout, active
+//! health checks ([`Forwarder::health_checks`]: an upstream that failed is
+//! skipped until a probe gets an answer from it), and the [`cache`] of
+//! answers. Refuses, at construction, to forward to the server's own listen
+//! address (a forwarding loop).
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -19,7 +22,8 @@ pub mod cache;
 
 use cache::Cache;
 
-/// How long an upstream that failed is skipped while others are healthy.
+/// Without health checks, how long an upstream that failed is skipped
+/// while others are healthy.
 const DOWN_FOR: Duration = Duration::from_secs(5);
 
 /// Why forwarding failed; the client gets SERVFAIL.
@@ -52,8 +56,29 @@ pub struct LoopError(pub SocketAddr);
 #[derive(Debug)]
 struct Upstream {
     addr: SocketAddr,
-    /// Skipped until then after a failure.
-    down_until: Mutex<Option<Instant>>,
+    /// When it last failed; `None` while healthy.
+    down_since: Mutex<Option<Instant>>,
+}
+
+impl Upstream {
+    /// Whether to skip it while others are healthy: from a failure until a
+    /// probe (or an answer) clears it, or for [`DOWN_FOR`] without probes.
+    fn is_down(&self, now: Instant, probing: bool) -> bool {
+        self.down_since
+            .lock()
+            .map(|d| d.is_some_and(|since| probing || now < since + DOWN_FOR))
+            .unwrap_or(false)
+    }
+
+    fn mark(&self, up: bool) {
+        if let Ok(mut d) = self.down_since.lock() {
+            *d = if up { None } else { Some(Instant::now()) };
+        }
+    }
+
+    fn marked_down(&self) -> bool {
+        self.down_since.lock().map(|d| d.is_some()).unwrap_or(false)
+    }
 }
 
 /// Forwards queries to a list of upstreams through a cache.
@@ -62,6 +87,8 @@ pub struct Forwarder {
     upstreams: Vec<Upstream>,
     policy: Policy,
     timeout: Duration,
+    /// How often upstreams marked down are probed; `None`: never.
+    health_interval: Option<Duration>,
     pub cache: Cache,
 }
 
@@ -94,19 +121,65 @@ impl Forwarder {
                 .iter()
                 .map(|&addr| Upstream {
                     addr,
-                    down_until: Mutex::new(None),
+                    down_since: Mutex::new(None),
                 })
                 .collect(),
             policy,
             timeout,
+            health_interval: None,
             cache,
         })
+    }
+
+    /// Probes upstreams marked down every `interval` (see
+    /// [`Forwarder::health_checks`]); `None` or zero turns probing off, and
+    /// a failed upstream is then retried by real queries after 5 s.
+    pub fn with_health_checks(mut self, interval: Option<Duration>) -> Forwarder {
+        self.health_interval = interval.filter(|i| !i.is_zero());
+        self
+    }
+
+    /// The upstreams, in configured order.
+    pub fn upstreams(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.upstreams.iter().map(|u| u.addr)
+    }
+
+    /// Active health checks, until the future is dropped: every interval,
+    /// each upstream marked down gets a `. NS` query (as CoreDNS's `forward`
+    /// sends), and any well-formed answer, whatever its rcode, marks it up
+    /// again. Returns at once when probing is off.
+    pub async fn health_checks(&self, metrics: &Metrics) {
+        for u in &self.upstreams {
+            metrics.upstream_up(u.addr, true);
+        }
+        let Some(interval) = self.health_interval else {
+            return;
+        };
+        let probe = Query::query(Name::root(), RecordType::NS);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for upstream in self.upstreams.iter().filter(|u| u.marked_down()) {
+                match self.exchange(upstream.addr, &probe).await {
+                    Ok(_) => {
+                        tracing::info!(upstream = %upstream.addr, "upstream answers health probes again");
+                        upstream.mark(true);
+                        metrics.upstream_up(upstream.addr, true);
+                    }
+                    Err(e) => {
+                        tracing::debug!(upstream = %upstream.addr, error = %e, "health probe failed");
+                    }
+                }
+            }
+        }
     }
 
     /// The order to try upstreams in: healthy ones first (by policy), then
     /// those marked down, so a query still has a chance when all failed.
     fn order(&self) -> Vec<&Upstream> {
         let now = Instant::now();
+        let probing = self.health_interval.is_some();
         let start = match self.policy {
             Policy::Sequential => 0,
             Policy::Random => rand::random_range(0..self.upstreams.len().max(1)),
@@ -114,12 +187,8 @@ impl Forwarder {
         let rotated = self.upstreams[start..]
             .iter()
             .chain(&self.upstreams[..start]);
-        let (mut healthy, down): (Vec<&Upstream>, Vec<&Upstream>) = rotated.partition(|u| {
-            u.down_until
-                .lock()
-                .map(|d| d.is_none_or(|t| t <= now))
-                .unwrap_or(true)
-        });
+        let (mut healthy, down): (Vec<&Upstream>, Vec<&Upstream>) =
+            rotated.partition(|u| !u.is_down(now, probing));
         healthy.extend(down);
         healthy
     }
@@ -127,17 +196,37 @@ impl Forwarder {
     /// The upstream's answer to `query` (from the cache when fresh); the
     /// answer's id is 0 and its sections are as the upstream sent them.
     pub async fn resolve(&self, query: &Query, metrics: &Metrics) -> Result<Message, ForwardError> {
-        if let Some(hit) = self.cache.get(query) {
-            metrics.cache_hit();
+        if let Some(hit) = self.cached(query, metrics) {
             return Ok(hit);
         }
-        metrics.cache_miss();
+        self.resolve_upstream(query, metrics).await
+    }
+
+    /// The cached answer to `query`, counted as a cache hit or miss.
+    pub fn cached(&self, query: &Query, metrics: &Metrics) -> Option<Message> {
+        let hit = self.cache.get(query);
+        if hit.is_some() {
+            metrics.cache_hit();
+        } else {
+            metrics.cache_miss();
+        }
+        hit
+    }
+
+    /// Asks the upstreams (without looking at the cache) and caches the
+    /// answer.
+    pub async fn resolve_upstream(
+        &self,
+        query: &Query,
+        metrics: &Metrics,
+    ) -> Result<Message, ForwardError> {
         let mut last = ForwardError::NoUpstream;
         for upstream in self.order() {
             match self.exchange(upstream.addr, query).await {
                 Ok(answer) => {
-                    if let Ok(mut d) = upstream.down_until.lock() {
-                        *d = None;
+                    if upstream.marked_down() {
+                        upstream.mark(true);
+                        metrics.upstream_up(upstream.addr, true);
                     }
                     self.cache.put(query, &answer);
                     return Ok(answer);
@@ -145,9 +234,8 @@ impl Forwarder {
                 Err(e) => {
                     metrics.upstream_error(upstream.addr);
                     tracing::debug!(upstream = %upstream.addr, error = %e, "upstream failed");
-                    if let Ok(mut d) = upstream.down_until.lock() {
-                        *d = Some(Instant::now() + DOWN_FOR);
-                    }
+                    upstream.mark(false);
+                    metrics.upstream_up(upstream.addr, false);
                     last = e;
                 }
             }

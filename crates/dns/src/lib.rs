@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use weft_cluster::{Cluster, Kind, KubernetesSource, Store};
+use weft_cluster::{Cluster, KubernetesSource};
 
 pub mod config;
 pub mod forward;
@@ -37,7 +37,7 @@ use hosts::Hosts;
 use ops::Metrics;
 use records::Index;
 use server::{Bound, Handler};
-use source::Follower;
+use source::{Follower, StoreFollower};
 
 /// `weft dns`: serve the cluster zone from the lab's embedded store, or
 /// from the Kubernetes API when no store is given.
@@ -68,6 +68,8 @@ pub enum DnsError {
     Loop(#[from] forward::LoopError),
     #[error("cannot open the cluster store")]
     Store(#[from] weft_cluster::store::StoreError),
+    #[error("cannot read the cluster store")]
+    Source(#[from] source::SourceError),
     #[error("cannot connect to the Kubernetes API")]
     Kubernetes(#[from] kube::Error),
     #[error("cannot listen on {addr}")]
@@ -119,7 +121,8 @@ impl Server {
             config.policy,
             config.upstream_timeout(),
             Cache::new(config.cache.clone()),
-        )?;
+        )?
+        .with_health_checks(config.health_check_interval());
         let handler = Arc::new(Handler {
             index: ArcSwap::from_pointee(Index::empty(&config.zone_settings())),
             hosts,
@@ -184,22 +187,25 @@ pub async fn serve_until(args: &DnsArgs, stop: impl Future<Output = ()>) -> Resu
         config.ops_listen = ops;
     }
     let server = Server::bind(&config).await?;
-    let cluster = Cluster::new();
-    let _watcher = match &args.store {
-        Some(dir) => Some(Store::open(dir)?.watch(&cluster, weft_cluster::store::WATCH_INTERVAL)?),
+    let settings = config.zone_settings();
+    // Keeps the zone current while it lives.
+    let _source: Box<dyn std::any::Any> = match &args.store {
+        Some(dir) => Box::new(StoreFollower::start(
+            dir.clone(),
+            settings,
+            server.handler(),
+            weft_cluster::store::WATCH_INTERVAL,
+        )?),
         None => {
             let client = kube::Client::try_default().await?;
-            let source = KubernetesSource::new(client).kinds(&[
-                Kind::Service,
-                Kind::EndpointSlice,
-                Kind::Pod,
-            ]);
+            let cluster = Cluster::new();
+            let source = KubernetesSource::new(client).kinds(source::kinds(&settings));
             tokio::spawn(source.run(cluster.clone()));
-            None
+            Box::new(
+                Follower::start(cluster, settings, server.handler()).map_err(DnsError::Runtime)?,
+            )
         }
     };
-    let _follower = Follower::start(cluster, config.zone_settings(), server.handler())
-        .map_err(DnsError::Runtime)?;
     tracing::info!(dns = %server.bound().dns, ops = %server.bound().ops, zone = %config.zone, "serving cluster DNS");
     tokio::select! {
         () = server.serve() => {}

@@ -169,28 +169,43 @@ fn is_ready(ep: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
     ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
 }
 
-impl Index {
-    /// An index with no Services and no Pods: the zone apex,
-    /// `dns-version` and (insecure mode) pod records only.
-    pub fn empty(settings: &ZoneSettings) -> Index {
-        Index::build(settings, [], [], [])
+/// Builds an [`Index`] from the cluster's objects a part at a time (a
+/// namespace at a time, say), so that a caller never holds every object at
+/// once; [`Index::build`] adds them all in one go.
+pub struct IndexBuilder {
+    zone: String,
+    zone_name: Name,
+    settings: ZoneSettings,
+    b: Builder,
+    pod_ips: HashSet<(String, IpAddr)>,
+}
+
+impl IndexBuilder {
+    pub fn new(settings: &ZoneSettings) -> IndexBuilder {
+        let zone = settings.zone.trim_end_matches('.').to_ascii_lowercase();
+        let zone_name = fqdn(&zone).unwrap_or_else(Name::root);
+        IndexBuilder {
+            zone,
+            zone_name,
+            settings: settings.clone(),
+            b: Builder::default(),
+            pod_ips: HashSet::new(),
+        }
     }
 
-    /// Computes the whole zone from the cluster's objects.
-    ///
-    /// EndpointSlices are matched to their Service by the
-    /// `kubernetes.io/service-name` label; Services without a cluster IP
-    /// (neither allocated nor `None`) get no address records yet.
-    pub fn build<'a>(
-        settings: &ZoneSettings,
+    /// Adds Services, EndpointSlices and Pods. A Service's EndpointSlices
+    /// must come in the same call as the Service (slices are matched to
+    /// Services within one call).
+    pub fn add<'a>(
+        &mut self,
         services: impl IntoIterator<Item = &'a Service>,
         slices: impl IntoIterator<Item = &'a EndpointSlice>,
         pods: impl IntoIterator<Item = &'a Pod>,
-    ) -> Index {
-        let zone = settings.zone.trim_end_matches('.').to_ascii_lowercase();
-        let zone_name = fqdn(&zone).unwrap_or_else(Name::root);
-        let mut b = Builder::default();
-
+    ) {
+        let zone = self.zone.clone();
+        let settings = &self.settings;
+        let b = &mut self.b;
+        let pod_ips = &mut self.pod_ips;
         let mut slices_by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
         for slice in slices {
             let Some(svc) = slice
@@ -300,26 +315,6 @@ impl Index {
             }
         }
 
-        for (owner, targets) in std::mem::take(&mut b.srv) {
-            let weight = u16::try_from(100 / targets.len().max(1))
-                .unwrap_or(1)
-                .max(1);
-            for (port, target) in targets {
-                if let Some(target) = fqdn(&target) {
-                    b.add(&owner, RData::SRV(SRV::new(0, weight, port, target)));
-                }
-            }
-        }
-
-        b.add(
-            &format!("dns-version.{zone}"),
-            RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_owned()])),
-        );
-        if let Some(ns_name) = fqdn(&format!("ns.dns.{zone}")) {
-            b.add(&zone, RData::NS(NS(ns_name)));
-        }
-
-        let mut pod_ips = HashSet::new();
         if settings.pods == PodMode::Verified {
             for pod in pods {
                 let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -337,6 +332,35 @@ impl Index {
                     pod_ips.insert((ns.to_ascii_lowercase(), ip));
                 }
             }
+        }
+    }
+
+    /// The index of everything added.
+    pub fn finish(self) -> Index {
+        let IndexBuilder {
+            zone,
+            zone_name,
+            settings,
+            mut b,
+            pod_ips,
+        } = self;
+        for (owner, targets) in std::mem::take(&mut b.srv) {
+            let weight = u16::try_from(100 / targets.len().max(1))
+                .unwrap_or(1)
+                .max(1);
+            for (port, target) in targets {
+                if let Some(target) = fqdn(&target) {
+                    b.add(&owner, RData::SRV(SRV::new(0, weight, port, target)));
+                }
+            }
+        }
+
+        b.add(
+            &format!("dns-version.{zone}"),
+            RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_owned()])),
+        );
+        if let Some(ns_name) = fqdn(&format!("ns.dns.{zone}")) {
+            b.add(&zone, RData::NS(NS(ns_name)));
         }
 
         let mut empty_non_terminals = HashSet::new();
@@ -366,16 +390,59 @@ impl Index {
             zone_name,
             ttl: settings.ttl,
             pods: settings.pods,
-            names: b.names.into_iter().collect(),
+            // Exact capacities: most names own one record, and a `Vec` grown
+            // by one push holds room for four.
+            names: b
+                .names
+                .into_iter()
+                .map(|(owner, mut data)| {
+                    data.shrink_to_fit();
+                    (owner, data)
+                })
+                .collect(),
             empty_non_terminals,
             pod_ips,
             serial,
         }
     }
+}
+
+impl Index {
+    /// An index with no Services and no Pods: the zone apex,
+    /// `dns-version` and (insecure mode) pod records only.
+    pub fn empty(settings: &ZoneSettings) -> Index {
+        Index::build(settings, [], [], [])
+    }
+
+    /// Computes the whole zone from the cluster's objects.
+    ///
+    /// EndpointSlices are matched to their Service by the
+    /// `kubernetes.io/service-name` label; Services without a cluster IP
+    /// (neither allocated nor `None`) get no address records yet.
+    pub fn build<'a>(
+        settings: &ZoneSettings,
+        services: impl IntoIterator<Item = &'a Service>,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+        pods: impl IntoIterator<Item = &'a Pod>,
+    ) -> Index {
+        let mut builder = IndexBuilder::new(settings);
+        builder.add(services, slices, pods);
+        builder.finish()
+    }
 
     /// The zone, lower case, without the trailing dot.
     pub fn zone(&self) -> &str {
         &self.zone
+    }
+
+    /// Every record the index holds, as (lower-case owner name without the
+    /// trailing dot, data), in no particular order: what a zone file of the
+    /// cluster would list. Pod records (synthesized per question) and the
+    /// SOA ([`Index::soa`]) are not among them.
+    pub fn records(&self) -> impl Iterator<Item = (&str, &RData)> + '_ {
+        self.names
+            .iter()
+            .flat_map(|(owner, data)| data.iter().map(move |d| (owner.as_str(), d)))
     }
 
     /// Number of owner names holding records.

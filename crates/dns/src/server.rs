@@ -39,7 +39,7 @@ pub struct Handler {
 }
 
 /// How the query arrived, for the answer's size limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
     Tcp,
@@ -69,30 +69,60 @@ fn formerr_from_header(bytes: &[u8]) -> Option<Vec<u8>> {
     ])
 }
 
+/// A query that needs an upstream (a forwarded name missing from the cache,
+/// or the target of an ExternalName): what [`Handler::finish`] completes.
+#[derive(Debug)]
+pub struct Pending {
+    started: Instant,
+    transport: Transport,
+    limit: usize,
+    query: Query,
+    response: Message,
+    wait: Wait,
+}
+
+#[derive(Debug)]
+enum Wait {
+    /// The whole answer comes from upstream.
+    Forward,
+    /// The authoritative CNAME is in `response`; the target's records are
+    /// appended when the upstream has them.
+    Chase(Query),
+}
+
 impl Handler {
     /// The answer to one message, `None` when it must be dropped.
     pub async fn handle(&self, bytes: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        match self.answer_now(bytes, transport) {
+            Ok(out) => out,
+            Err(pending) => self.finish(pending).await,
+        }
+    }
+
+    /// Answers without waiting when it can (the cluster zone, the hosts
+    /// file, a cached forwarded answer, errors): `Ok(None)` means drop the
+    /// message. `Err` is a question that needs an upstream.
+    pub fn answer_now(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+    ) -> Result<Option<Vec<u8>>, Box<Pending>> {
         let started = Instant::now();
         let request = match Message::from_vec(bytes) {
             Ok(m) => m,
             Err(_) => {
-                self.metrics.query(
-                    "none",
-                    transport_name(transport),
-                    "FORMERR",
-                    started.elapsed(),
-                );
-                return formerr_from_header(bytes);
+                self.metrics
+                    .query(None, transport, ResponseCode::FormErr, started.elapsed());
+                return Ok(formerr_from_header(bytes));
             }
         };
         if request.metadata.message_type != MessageType::Query {
-            return None;
+            return Ok(None);
         }
         let mut response = Message::response(request.metadata.id, request.metadata.op_code);
         response.metadata.recursion_desired = request.metadata.recursion_desired;
         response.metadata.recursion_available = self.forwarder.is_some();
         response.metadata.checking_disabled = request.metadata.checking_disabled;
-        response.add_queries(request.queries.iter().cloned());
         if let Some(edns) = &request.edns {
             if edns.version() > 0 {
                 response.metadata.response_code = ResponseCode::BADVERS;
@@ -101,22 +131,6 @@ impl Handler {
             ours.set_max_payload(OUR_PAYLOAD);
             response.set_edns(ours);
         }
-        let qtype = request
-            .queries
-            .first()
-            .map(|q| q.query_type.to_string())
-            .unwrap_or_else(|| "none".to_owned());
-
-        if response.metadata.response_code == ResponseCode::NoError {
-            if request.metadata.op_code != OpCode::Query {
-                response.metadata.response_code = ResponseCode::NotImp;
-            } else if request.queries.len() != 1 {
-                response.metadata.response_code = ResponseCode::FormErr;
-            } else if let Some(query) = request.queries.first() {
-                self.resolve(query, &mut response).await;
-            }
-        }
-        let rcode = rcode_name(response.metadata.response_code);
         let limit = match transport {
             Transport::Tcp => usize::from(u16::MAX),
             Transport::Udp => {
@@ -127,6 +141,73 @@ impl Handler {
                 usize::from(client.min(self.limits.max_udp_payload.max(512)))
             }
         };
+        let op_code = request.metadata.op_code;
+        let mut queries = request.queries;
+        let single = queries.len() == 1;
+        response.add_queries(queries.iter().cloned());
+        let mut pending = None;
+        if response.metadata.response_code == ResponseCode::NoError {
+            if op_code != OpCode::Query {
+                response.metadata.response_code = ResponseCode::NotImp;
+            } else if !single {
+                response.metadata.response_code = ResponseCode::FormErr;
+            } else if let Some(query) = queries.pop() {
+                if let Some(wait) = self.resolve_now(&query, &mut response) {
+                    pending = Some((query, wait));
+                }
+            }
+        }
+        match pending {
+            None => Ok(self.encode(&response, transport, limit, started)),
+            Some((query, wait)) => Err(Box::new(Pending {
+                started,
+                transport,
+                limit,
+                query,
+                response,
+                wait,
+            })),
+        }
+    }
+
+    /// Completes a question that needed an upstream.
+    pub async fn finish(&self, pending: Box<Pending>) -> Option<Vec<u8>> {
+        let Pending {
+            started,
+            transport,
+            limit,
+            query,
+            mut response,
+            wait,
+        } = *pending;
+        if let Some(forwarder) = &self.forwarder {
+            match wait {
+                Wait::Chase(target) => {
+                    if let Ok(upstream) = forwarder.resolve(&target, &self.metrics).await {
+                        response.answers.extend(upstream.answers);
+                    }
+                }
+                Wait::Forward => match forwarder.resolve_upstream(&query, &self.metrics).await {
+                    Ok(upstream) => fill_forwarded(&mut response, upstream),
+                    Err(e) => {
+                        tracing::debug!(name = %query.name, error = %e, "forwarding failed");
+                        response.metadata.response_code = ResponseCode::ServFail;
+                    }
+                },
+            }
+        }
+        self.encode(&response, transport, limit, started)
+    }
+
+    /// The response's bytes within `limit` (truncated to the question with
+    /// the TC bit when the records do not fit); counts the query.
+    fn encode(
+        &self,
+        response: &Message,
+        transport: Transport,
+        limit: usize,
+        started: Instant,
+    ) -> Option<Vec<u8>> {
         let mut out = response.to_vec().ok()?;
         if out.len() > limit {
             out = response.truncate().to_vec().ok()?;
@@ -135,14 +216,18 @@ impl Handler {
                 return None;
             }
         }
-        self.metrics
-            .query(&qtype, transport_name(transport), &rcode, started.elapsed());
+        self.metrics.query(
+            response.queries.first().map(|q| q.query_type),
+            transport,
+            response.metadata.response_code,
+            started.elapsed(),
+        );
         Some(out)
     }
 
-    /// Fills `response` for one question: the cluster, the hosts file, then
-    /// the upstreams.
-    async fn resolve(&self, query: &Query, response: &mut Message) {
+    /// Fills `response` for one question from the cluster, the hosts file
+    /// or the cache; returns what is still to ask upstream.
+    fn resolve_now(&self, query: &Query, response: &mut Message) -> Option<Wait> {
         let index = self.index.load();
         let mut answer = index.answer(query);
         if answer == Answer::NotOurs {
@@ -165,34 +250,47 @@ impl Handler {
                 response.insert_additionals(additionals);
                 // An ExternalName: resolve its target like CoreDNS does, so
                 // stub resolvers that do not chase CNAMEs get addresses.
-                if let (Some(target), Some(forwarder)) = (chase, &self.forwarder) {
-                    let mut q = query.clone();
-                    q.name = target;
-                    if index.answer(&q) == Answer::NotOurs {
-                        if let Ok(upstream) = forwarder.resolve(&q, &self.metrics).await {
-                            response.answers.extend(upstream.answers);
-                        }
+                let (Some(target), Some(forwarder)) = (chase, &self.forwarder) else {
+                    return None;
+                };
+                let mut q = query.clone();
+                q.name = target;
+                if index.answer(&q) != Answer::NotOurs {
+                    return None;
+                }
+                match forwarder.cache.get(&q) {
+                    Some(hit) => {
+                        self.metrics.cache_hit();
+                        response.answers.extend(hit.answers);
+                        None
                     }
+                    None => Some(Wait::Chase(q)),
                 }
             }
             Answer::NotOurs => match &self.forwarder {
-                None => response.metadata.response_code = ResponseCode::Refused,
-                Some(forwarder) => match forwarder.resolve(query, &self.metrics).await {
-                    Ok(upstream) => {
-                        response.metadata.response_code = upstream.metadata.response_code;
-                        response.metadata.authentic_data = upstream.metadata.authentic_data;
-                        response.answers = upstream.answers;
-                        response.authorities = upstream.authorities;
-                        response.additionals = upstream.additionals;
+                None => {
+                    response.metadata.response_code = ResponseCode::Refused;
+                    None
+                }
+                Some(forwarder) => match forwarder.cached(query, &self.metrics) {
+                    Some(hit) => {
+                        fill_forwarded(response, hit);
+                        None
                     }
-                    Err(e) => {
-                        tracing::debug!(name = %query.name, error = %e, "forwarding failed");
-                        response.metadata.response_code = ResponseCode::ServFail;
-                    }
+                    None => Some(Wait::Forward),
                 },
             },
         }
     }
+}
+
+/// Copies an upstream's answer into the response to the client.
+fn fill_forwarded(response: &mut Message, upstream: Message) {
+    response.metadata.response_code = upstream.metadata.response_code;
+    response.metadata.authentic_data = upstream.metadata.authentic_data;
+    response.answers = upstream.answers;
+    response.authorities = upstream.authorities;
+    response.additionals = upstream.additionals;
 }
 
 fn cname_target(
@@ -211,32 +309,24 @@ fn cname_target(
     }
 }
 
-/// The rcode as dig and CoreDNS's metrics spell it.
-fn rcode_name(rcode: ResponseCode) -> String {
-    match u16::from(rcode) {
-        0 => "NOERROR".to_owned(),
-        1 => "FORMERR".to_owned(),
-        2 => "SERVFAIL".to_owned(),
-        3 => "NXDOMAIN".to_owned(),
-        4 => "NOTIMP".to_owned(),
-        5 => "REFUSED".to_owned(),
-        16 => "BADVERS".to_owned(),
-        n => n.to_string(),
-    }
-}
-
-fn transport_name(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
-    }
-}
-
-/// Answers UDP queries on `socket` until the task is dropped; a query that
-/// finds every in-flight slot taken is dropped (the client retries).
+/// Answers UDP queries on `socket` until the task is dropped. One receive
+/// loop per CPU shares the socket; each answers what it can at once (the
+/// cluster, the hosts file, the cache) without a task or a copy, and hands
+/// a question that needs an upstream to a task of its own. Such questions
+/// beyond `max_udp_in_flight` are dropped (the client retries).
 pub async fn serve_udp(socket: UdpSocket, handler: Arc<Handler>) {
     let socket = Arc::new(socket);
     let slots = Arc::new(Semaphore::new(handler.limits.max_udp_in_flight.max(1)));
+    let loops = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    // Aborted with this future: the loops stop when serving stops.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..loops {
+        tasks.spawn(udp_loop(socket.clone(), handler.clone(), slots.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn udp_loop(socket: Arc<UdpSocket>, handler: Arc<Handler>, slots: Arc<Semaphore>) {
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -247,17 +337,25 @@ pub async fn serve_udp(socket: UdpSocket, handler: Arc<Handler>) {
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        let packet = buf[..n].to_vec();
-        let (socket, handler) = (socket.clone(), handler.clone());
-        tokio::spawn(async move {
-            if let Some(out) = handler.handle(&packet, Transport::Udp).await {
+        let Some(packet) = buf.get(..n) else { continue };
+        match handler.answer_now(packet, Transport::Udp) {
+            Ok(Some(out)) => {
                 let _ = socket.send_to(&out, peer).await;
             }
-            drop(permit);
-        });
+            Ok(None) => {}
+            Err(pending) => {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let (socket, handler) = (socket.clone(), handler.clone());
+                tokio::spawn(async move {
+                    if let Some(out) = handler.finish(pending).await {
+                        let _ = socket.send_to(&out, peer).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
 }
 
@@ -376,14 +474,20 @@ pub async fn bind(
     Ok((udp, tcp, ops, bound))
 }
 
-/// Serves DNS over UDP and TCP and the ops endpoints until the returned
-/// future is dropped.
+/// Serves DNS over UDP and TCP and the ops endpoints, and probes the
+/// upstreams, until the returned future is dropped.
 pub async fn serve(udp: UdpSocket, tcp: TcpListener, ops: TcpListener, handler: Arc<Handler>) {
     let metrics = handler.metrics.clone();
+    let health = async {
+        if let Some(forwarder) = &handler.forwarder {
+            forwarder.health_checks(&handler.metrics).await;
+        }
+    };
     tokio::join!(
         serve_udp(udp, handler.clone()),
-        serve_tcp(tcp, handler),
+        serve_tcp(tcp, handler.clone()),
         crate::ops::serve(ops, metrics),
+        health,
     );
 }
 

@@ -277,6 +277,22 @@ fn weft_dns_command_serves_the_store_named_in_its_arguments() {
         answer.contains("api.lab.svc.cluster.local. 7\tIN\tA\t10.96.0.77"),
         "{answer}"
     );
+    // A change to the store is answered within a second.
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: lab}\nspec: {clusterIP: 10.96.0.78, ports: [{port: 80}]}\n";
+    let applied = Instant::now();
+    store
+        .apply(&[Manifest {
+            origin: "web.yaml".into(),
+            text: text.into(),
+        }])
+        .unwrap();
+    while short(&port, &["web.lab.svc.cluster.local"]) != ["10.96.0.78"] {
+        assert!(
+            applied.elapsed() < Duration::from_secs(1),
+            "not visible within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop_tx.send(()).unwrap();
     server.join().unwrap().unwrap();
 }
