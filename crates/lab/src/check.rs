@@ -4,8 +4,10 @@
 //! (the server must see the client pod's own address: no NAT), pod to a
 //! ClusterIP, a pod to a Service by its DNS name (through the lab's cluster
 //! DNS), a pod to itself through its Service (hairpin), the external
-//! host to the NodePort on every node, and a pod to the outside world
-//! (masqueraded to its node's address).
+//! host to the NodePort on every node, the external host through the
+//! ingress controller to the first Ingress host on every node (HTTP, and
+//! HTTPS verified against the lab's certificate), and a pod to the outside
+//! world (masqueraded to its node's address).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -39,27 +41,7 @@ pub struct Row {
 
 /// An HTTP/1.0 GET from inside `ns`; the body, or what went wrong.
 pub fn http_get(ns: &NetNs, target: SocketAddr, path: &str) -> Result<String, String> {
-    ns.run(|| -> Result<String, String> {
-        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))
-            .map_err(|err| err.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|err| err.to_string())?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())
-            .map_err(|err| err.to_string())?;
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .map_err(|err| err.to_string())?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP response")?;
-        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-            return Err(head.lines().next().unwrap_or_default().to_owned());
-        }
-        Ok(body.trim().to_owned())
-    })
-    .map_err(|err| err.to_string())?
+    http_get_host(ns, target, &target.to_string(), path)
 }
 
 struct PodInfo {
@@ -310,22 +292,12 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
                     let external = NetNs::from_path(
                         Path::new(weft_linux::netns::NETNS_RUN_DIR).join(layout.external_ns()),
                     );
-                    for object in store.list(Kind::Node, None)? {
-                        let Object::Node(node) = object else { continue };
-                        let Some(address) = node
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.addresses.as_ref())
-                            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
-                            .and_then(|a| a.address.parse::<IpAddr>().ok())
-                        else {
-                            continue;
-                        };
+                    for (node, address) in node_addresses(&store)? {
                         let target = SocketAddr::new(address, node_port);
                         rows.push(timed(
                             "external -> NodePort",
                             "external".into(),
-                            format!("{} {target}", node.metadata.name.unwrap_or_default()),
+                            format!("{node} {target}"),
                             || {
                                 http_get(&external, target, "/hostname")
                                     .map(|host| format!("answered by {host}"))
@@ -344,6 +316,8 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
             "no Service with a selector, or no ready pod",
         )),
     }
+
+    ingress_rows(layout, &store, &mut rows)?;
 
     match pods.first() {
         Some(client) => {
@@ -374,6 +348,128 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
         None => rows.push(missing("pod -> outside (masqueraded)", "no ready pod")),
     }
     Ok(rows)
+}
+
+/// Every node's InternalIP address, with the node's name.
+fn node_addresses(store: &Store) -> Result<Vec<(String, IpAddr)>, LabError> {
+    let mut out = Vec::new();
+    for object in store.list(Kind::Node, None)? {
+        let Object::Node(node) = object else { continue };
+        let address = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+            .and_then(|a| a.address.parse::<IpAddr>().ok());
+        if let Some(address) = address {
+            out.push((node.metadata.name.unwrap_or_default(), address));
+        }
+    }
+    Ok(out)
+}
+
+/// The first Ingress rule with a host and the path `/` (the sample app's):
+/// its host and whether the lab certificate covers it.
+fn first_ingress_host(store: &Store) -> Result<Option<(String, bool)>, LabError> {
+    for object in store.list(Kind::Ingress, None)? {
+        let Object::Ingress(ingress) = object else {
+            continue;
+        };
+        let Some(spec) = &ingress.spec else { continue };
+        for rule in spec.rules.iter().flatten() {
+            let Some(host) = rule.host.clone().filter(|h| !h.contains('*')) else {
+                continue;
+            };
+            let root = rule
+                .http
+                .iter()
+                .flat_map(|http| &http.paths)
+                .any(|path| path.path.as_deref() == Some("/"));
+            if root {
+                let tls = spec.tls.iter().flatten().any(|tls| {
+                    tls.secret_name.as_deref() == Some(crate::certs::TLS_SECRET.1)
+                        && tls.hosts.iter().flatten().any(|h| *h == host)
+                });
+                return Ok(Some((host, tls)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// An HTTP/1.0 GET with a Host header from inside `ns`: the body of a 200,
+/// or what went wrong.
+fn http_get_host(ns: &NetNs, target: SocketAddr, host: &str, path: &str) -> Result<String, String> {
+    ns.run(|| -> Result<String, String> {
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+            .map_err(|err| err.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|err| err.to_string())?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+            .map_err(|err| err.to_string())?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .map_err(|err| err.to_string())?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            return Err(head.lines().next().unwrap_or_default().to_owned());
+        }
+        Ok(body.trim().to_owned())
+    })
+    .map_err(|err| err.to_string())?
+}
+
+/// The external host through the ingress controller's NodePorts on every
+/// node to the first Ingress host: HTTP, and HTTPS when the lab
+/// certificate covers the host (verified against exactly it).
+fn ingress_rows(layout: &Layout, store: &Store, rows: &mut Vec<Row>) -> Result<(), LabError> {
+    let Some((host, tls)) = first_ingress_host(store)? else {
+        rows.push(Row {
+            path: "external -> Ingress",
+            from: "-".into(),
+            to: "-".into(),
+            result: Err("no Ingress rule with a host and the path /".to_owned()),
+            skipped: true,
+            elapsed: Duration::ZERO,
+        });
+        return Ok(());
+    };
+    let external =
+        NetNs::from_path(Path::new(weft_linux::netns::NETNS_RUN_DIR).join(layout.external_ns()));
+    let certificate = crate::certs::certificate_pem(store)?;
+    for (_, address) in node_addresses(store)? {
+        let target = SocketAddr::new(address, crate::kubelet::INGRESS_HTTP_NODE_PORT);
+        rows.push(timed(
+            "external -> Ingress (HTTP)",
+            "external".into(),
+            format!("{host} {target}"),
+            || {
+                http_get_host(&external, target, &host, "/hostname")
+                    .map(|pod| format!("answered by {pod}"))
+            },
+        ));
+        if !tls {
+            continue;
+        }
+        let target = SocketAddr::new(address, crate::kubelet::INGRESS_HTTPS_NODE_PORT);
+        rows.push(timed(
+            "external -> Ingress (HTTPS)",
+            "external".into(),
+            format!("{host} {target}"),
+            || {
+                let pem = certificate
+                    .as_deref()
+                    .ok_or("the lab certificate default/lab-tls is missing")?;
+                crate::https::get(&external, target, &host, "/hostname", pem)
+                    .map(|pod| format!("answered by {pod}, certificate verified"))
+            },
+        ));
+    }
+    Ok(())
 }
 
 fn no_nat(seen: &str, client: IpAddr) -> Result<String, String> {

@@ -35,8 +35,14 @@ use crate::layout::Layout;
 use crate::process::{self, Recorded};
 
 /// Pod annotation naming a weft program to run instead of `weft serve`
-/// (`dns`: the cluster DNS server).
+/// (`dns`: the cluster DNS server; `ingress`: the ingress controller).
 pub const RUN_ANNOTATION: &str = "weft.dev/run";
+
+/// The NodePort of the lab ingress controller's HTTPS port (ingress.yaml),
+/// where its HTTP→HTTPS redirects point.
+pub const INGRESS_HTTPS_NODE_PORT: u16 = 31443;
+/// The NodePort of the lab ingress controller's HTTP port (ingress.yaml).
+pub const INGRESS_HTTP_NODE_PORT: u16 = 31080;
 
 /// Cluster DNS address written into every pod's resolv.conf.
 pub const CLUSTER_DNS: &str = "10.96.0.10";
@@ -214,9 +220,9 @@ fn pod_ports(pod: &Pod) -> PodPorts {
 
 /// What runs for a pod instead of its images (the lab runs none), for the
 /// `weft.dev/workload` annotation.
-fn workload_text(images: &[String], dns: bool) -> String {
-    if dns {
-        "weft dns".to_owned()
+fn workload_text(images: &[String], runs: Option<&str>) -> String {
+    if let Some(component @ ("dns" | "ingress")) = runs {
+        format!("weft {component}")
     } else if images.is_empty() {
         "weft serve".to_owned()
     } else {
@@ -459,6 +465,25 @@ impl Kubelet {
             command
                 .arg("--config")
                 .arg(self.layout.dir.join("dns").join("dns.toml"));
+        } else if runs == Some("ingress") {
+            // The ingress controller pod: weft ingress on the lab's store,
+            // reached through its NodePort Service on every node; Ingress
+            // status names this node's address.
+            command.args([
+                "ingress",
+                "--http-listen",
+                "0.0.0.0:80",
+                "--https-listen",
+                "0.0.0.0:443",
+                "--ops-listen",
+                "127.0.0.1:10254",
+                "--https-redirect-port",
+                &INGRESS_HTTPS_NODE_PORT.to_string(),
+                "--publish-address",
+                &self.node_ip.to_string(),
+                "--store",
+            ]);
+            command.arg(self.layout.store_dir());
         } else {
             command.args(["serve", "--hostname", &name]);
             for port in &tcp {
@@ -494,7 +519,7 @@ impl Kubelet {
                 uid: uid.to_owned(),
                 ip,
                 ready: false,
-                workload: Some(workload_text(&images, runs == Some("dns"))),
+                workload: Some(workload_text(&images, runs)),
             },
         );
         let probe_port = if tcp.is_empty() && udp.is_empty() {

@@ -12,10 +12,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod certs;
 pub mod check;
 pub mod cni;
 pub mod diagram;
 pub mod exec;
+pub mod https;
 pub mod kubelet;
 pub mod layout;
 pub mod ops;

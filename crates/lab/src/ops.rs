@@ -24,6 +24,10 @@ use crate::{LabError, topology};
 /// The cluster DNS objects every lab gets (kube-system/kube-dns).
 pub const CLUSTER_DNS: &str = include_str!("dns.yaml");
 
+/// The ingress controller every lab gets (ingress-weft/weft-ingress,
+/// NodePorts 31080 and 31443) and the default IngressClass `weft`.
+pub const INGRESS_CONTROLLER: &str = include_str!("ingress.yaml");
+
 /// The sample app applied when `lab up` gets no manifests.
 pub const SAMPLE_APP: &str = include_str!("sample.yaml");
 
@@ -269,15 +273,27 @@ pub fn up(
         out,
         7,
         total,
-        "cluster DNS (kube-system/kube-dns, 10.96.0.10) and manifests",
+        "cluster DNS (10.96.0.10), ingress controller (NodePorts 31080, 31443) and manifests",
     );
     write_dns_config(layout)?;
-    let dns = Manifest {
-        origin: "(cluster DNS)".to_owned(),
-        text: CLUSTER_DNS.to_owned(),
-    };
+    let mut system = vec![
+        Manifest {
+            origin: "(cluster DNS)".to_owned(),
+            text: CLUSTER_DNS.to_owned(),
+        },
+        Manifest {
+            origin: "(ingress controller)".to_owned(),
+            text: INGRESS_CONTROLLER.to_owned(),
+        },
+    ];
+    if let Some(secret) = crate::certs::secret_manifest(&store)? {
+        system.push(Manifest {
+            origin: "(lab certificate)".to_owned(),
+            text: secret,
+        });
+    }
     for change in store
-        .apply(&[dns])?
+        .apply(&system)?
         .into_iter()
         .chain(store.apply(&manifests)?)
     {

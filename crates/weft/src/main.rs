@@ -174,8 +174,10 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: lab components log into files.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // WEFT_LOG_FORMAT=json: one JSON object per line (access logs included).
     if std::env::var("WEFT_LOG_FORMAT").is_ok_and(|f| f == "json") {

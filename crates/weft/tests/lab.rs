@@ -41,6 +41,16 @@ spec:
   type: NodePort
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: http, nodePort: 30080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  ingressClassName: weft
+  tls: [{hosts: [web.lab.example], secretName: lab-tls}]
+  rules:
+  - host: web.lab.example
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}]}
 "#;
 
 struct Lab<'a> {
@@ -130,7 +140,7 @@ fn lab_scenario(mode: &str) {
         "-f",
         app.to_str().unwrap(),
     ]);
-    assert!(up.contains("5/5 pods ready"), "{up}"); // 4 + the cluster DNS pod
+    assert!(up.contains("6/6 pods ready"), "{up}"); // 4 + the cluster DNS and ingress pods
     // `lab up` returned only once every agent had applied the store
     // generation that made the pods Ready, and says so.
     assert!(up.contains("3/3 agents applied it"), "{up}");
@@ -167,6 +177,8 @@ fn lab_scenario(mode: &str) {
         "pod -> Service by DNS name",
         "pod -> own Service (hairpin)",
         "external -> NodePort",
+        "external -> Ingress (HTTP)",
+        "external -> Ingress (HTTPS)",
         "pod -> outside (masqueraded)",
     ] {
         assert!(
@@ -177,12 +189,25 @@ fn lab_scenario(mode: &str) {
         );
     }
     assert_eq!(check.matches("external -> NodePort").count(), 3, "{check}");
+    assert_eq!(
+        check.matches("external -> Ingress (HTTP)").count(),
+        3,
+        "{check}"
+    );
+    assert_eq!(
+        check.matches("external -> Ingress (HTTPS)").count(),
+        3,
+        "{check}"
+    );
+    assert_eq!(check.matches("certificate verified").count(), 3, "{check}");
 
     let pods = lab.ok(&["lab", "get", "pods", "-o", "wide"]);
     assert!(
         pods.contains("weft serve (image agnhost not run)"),
         "{pods}"
     );
+    let ingress = lab.ok(&["lab", "get", "pods", "-n", "ingress-weft", "-o", "wide"]);
+    assert!(ingress.contains("weft ingress"), "{ingress}");
 
     let svg = lab.ok(&["lab", "diagram"]);
     assert!(svg.starts_with("<svg"), "{svg}");
