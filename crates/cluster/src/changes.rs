@@ -134,3 +134,54 @@ impl Subscription {
 
 #[cfg(test)]
 mod tests;
+
+/// A thread that runs a callback after every change a [`Subscription`]
+/// sees, until dropped: how a component keeps a derived view (the DNS
+/// answer index, the ingress routing table) current off its request path.
+#[derive(Debug)]
+pub struct Follower {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    /// How often the thread looks for a stop request while nothing changes.
+    const POLL: Duration = Duration::from_millis(200);
+
+    /// Starts thread `name` calling `on_change` after each change seen by
+    /// `changes` (take the subscription before the first build, so that no
+    /// change in between is missed).
+    pub fn spawn(
+        name: &str,
+        mut changes: Subscription,
+        mut on_change: impl FnMut() + Send + 'static,
+    ) -> std::io::Result<Follower> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        if changes.wait_timeout(Self::POLL).is_some() {
+                            on_change();
+                        }
+                    }
+                })?
+        };
+        Ok(Follower {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -61,7 +61,7 @@ pub mod model;
 pub mod store;
 pub mod testing;
 
-pub use changes::Subscription;
+pub use changes::{Follower, Subscription};
 pub use controlplane::ClusterConfig;
 pub use index::{Cluster, Index, IngressRuleRef};
 pub use kubernetes::{Health, HealthReport, KubernetesSource};

@@ -219,9 +219,6 @@ impl Drop for StoreFollower {
     }
 }
 
-/// How often the thread looks for a stop request while nothing changes.
-const POLL: Duration = Duration::from_millis(200);
-
 /// The index as the cluster holds it now.
 pub fn build_from(cluster: &Cluster, settings: &ZoneSettings) -> Index {
     let index = cluster.read();
@@ -233,11 +230,10 @@ pub fn build_from(cluster: &Cluster, settings: &ZoneSettings) -> Index {
     )
 }
 
-/// The rebuilding thread; stops when dropped.
+/// The rebuilding thread ([`weft_cluster::Follower`]); stops when dropped.
 #[derive(Debug)]
 pub struct Follower {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: weft_cluster::Follower,
 }
 
 impl Follower {
@@ -247,9 +243,8 @@ impl Follower {
         settings: ZoneSettings,
         handler: Arc<Handler>,
     ) -> std::io::Result<Follower> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut changes = cluster.subscribe();
-        let publish = move |handler: &Handler| {
+        let changes = cluster.subscribe();
+        let publish = move || {
             let index = build_from(&cluster, &settings);
             tracing::debug!(names = index.len(), "cluster zone rebuilt");
             handler.index.store(Arc::new(index));
@@ -257,31 +252,9 @@ impl Follower {
                 handler.metrics.set_ready();
             }
         };
-        publish(&handler);
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("weft-dns-index".to_owned())
-                .spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        if changes.wait_timeout(POLL).is_some() {
-                            publish(&handler);
-                        }
-                    }
-                })?
-        };
+        publish();
         Ok(Follower {
-            stop,
-            thread: Some(thread),
+            _thread: weft_cluster::Follower::spawn("weft-dns-index", changes, publish)?,
         })
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

@@ -9,9 +9,6 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::networking::v1::{
@@ -22,9 +19,6 @@ use weft_cluster::{Cluster, Kind, Object, ObjectKey, Store};
 
 use crate::ops::Metrics;
 use crate::routes::{ClassSettings, IngressName, RouteTable};
-
-/// How often the thread looks for a stop request while nothing changes.
-const POLL: Duration = Duration::from_millis(200);
 
 /// Where `status.loadBalancer.ingress` is written.
 #[derive(Clone)]
@@ -115,11 +109,10 @@ impl StatusWriter {
     }
 }
 
-/// The rebuilding thread; stops when dropped.
+/// The rebuilding thread ([`weft_cluster::Follower`]); stops when dropped.
 #[derive(Debug)]
 pub struct Follower {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: weft_cluster::Follower,
 }
 
 /// What the follower needs besides the cluster.
@@ -136,8 +129,7 @@ pub struct FollowerParts {
 impl Follower {
     /// Builds the table now, then rebuilds after every change.
     pub fn start(cluster: Cluster, parts: FollowerParts) -> std::io::Result<Follower> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut changes = cluster.subscribe();
+        let changes = cluster.subscribe();
         let entries = status_entries(&parts.publish);
         let mut reported: BTreeSet<String> = BTreeSet::new();
         let mut rebuild = move || {
@@ -182,31 +174,9 @@ impl Follower {
             }
         };
         rebuild();
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("weft-ingress-routes".to_owned())
-                .spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        if changes.wait_timeout(POLL).is_some() {
-                            rebuild();
-                        }
-                    }
-                })?
-        };
         Ok(Follower {
-            stop,
-            thread: Some(thread),
+            _thread: weft_cluster::Follower::spawn("weft-ingress-routes", changes, rebuild)?,
         })
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -215,6 +185,7 @@ mod tests {
     use super::*;
     use http::{Request, Response};
     use kube::client::Body;
+    use std::time::Duration;
     use tower_test::mock;
 
     #[test]

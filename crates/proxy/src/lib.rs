@@ -20,6 +20,7 @@ pub mod compile;
 pub mod incremental;
 pub mod service;
 pub mod sync;
+pub mod testing;
 
 pub use compile::{ProxyConfig, Ruleset, compile};
 pub use incremental::ServiceTable;

@@ -7,46 +7,15 @@
 use std::collections::BTreeMap;
 
 use weft_nft::{Conntrack, Family, Nft, TableRef};
-use weft_proxy::{Endpoint, PortName, Protocol, ProxyConfig, ServicePort, ServiceSyncer};
+use weft_proxy::{Protocol, ProxyConfig, ServicePort, ServiceSyncer};
 use weft_testhost::{TestNs, require_root};
 
 fn config() -> ProxyConfig {
-    ProxyConfig {
-        node_name: "node-1".into(),
-        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
-    }
+    weft_proxy::testing::node_1_config()
 }
 
 fn port(name: &str, protocol: Protocol, cluster_ip: &str, endpoints: &[&str]) -> ServicePort {
-    ServicePort {
-        name: PortName {
-            namespace: "default".into(),
-            name: name.into(),
-            port: String::new(),
-            protocol,
-        },
-        port: 80,
-        cluster_ips: vec![cluster_ip.parse().unwrap()],
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
-        endpoints: endpoints
-            .iter()
-            .map(|ip| Endpoint {
-                ip: ip.parse().unwrap(),
-                port: 8080,
-                node: Some("node-1".into()),
-                ready: true,
-                serving: true,
-                terminating: false,
-            })
-            .collect(),
-    }
+    weft_proxy::testing::cluster_ip_port(name, protocol, cluster_ip, endpoints, Some("node-1"))
 }
 
 /// Everything the kernel holds in `ip weft`, without handles and in name

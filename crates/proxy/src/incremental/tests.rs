@@ -4,45 +4,14 @@ use weft_nft::{Element, ElementData, Family, Op, Rule, Transaction};
 
 use super::*;
 use crate::compile::{ProxyConfig, compile};
-use crate::service::{Endpoint, PortName, Protocol, ServicePort};
+use crate::service::{Protocol, ServicePort};
 
 fn config() -> ProxyConfig {
-    ProxyConfig {
-        node_name: "node-1".into(),
-        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
-    }
+    crate::testing::node_1_config()
 }
 
 fn port(name: &str, protocol: Protocol, cluster_ip: &str, endpoints: &[&str]) -> ServicePort {
-    ServicePort {
-        name: PortName {
-            namespace: "default".into(),
-            name: name.into(),
-            port: String::new(),
-            protocol,
-        },
-        port: 80,
-        cluster_ips: vec![cluster_ip.parse().unwrap()],
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
-        endpoints: endpoints
-            .iter()
-            .map(|ip| Endpoint {
-                ip: ip.parse().unwrap(),
-                port: 8080,
-                node: Some("node-1".into()),
-                ready: true,
-                serving: true,
-                terminating: false,
-            })
-            .collect(),
-    }
+    crate::testing::cluster_ip_port(name, protocol, cluster_ip, endpoints, Some("node-1"))
 }
 
 fn tcp(name: &str, cluster_ip: &str, endpoints: &[&str]) -> ServicePort {
