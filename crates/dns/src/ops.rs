@@ -3,19 +3,13 @@
 //! endpoint serving `/healthz`, `/ready` (true after the first cluster sync)
 //! and `/metrics` on its own port.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{
     EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
@@ -221,52 +215,16 @@ impl Metrics {
     }
 }
 
-fn respond(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
-    let (status, body, content_type) = match path {
-        "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
-        "/ready" if metrics.is_ready() => (StatusCode::OK, "ready\n".to_owned(), "text/plain"),
-        "/ready" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for the first cluster sync\n".to_owned(),
-            "text/plain",
-        ),
-        "/metrics" => (
-            StatusCode::OK,
-            metrics.render(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "not found\n".to_owned(),
-            "text/plain",
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, v);
-    }
-    response
-}
-
-/// Serves the ops endpoints on `listener` until the task is dropped.
+/// Serves `/healthz`, `/ready` and `/metrics` on `listener` until the task
+/// is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = respond(&metrics, req.uri().path());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    weft_ops::serve(listener, move |path| {
+        weft_ops::standard_page(
+            path,
+            metrics.is_ready(),
+            "waiting for the first cluster sync",
+            || metrics.render(),
+        )
+    })
+    .await;
 }
