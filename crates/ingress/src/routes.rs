@@ -221,7 +221,12 @@ pub struct RouteTable {
 impl RouteTable {
     /// The route for a request's host (without port) and path.
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        let host = host.to_ascii_lowercase();
+        // The proxy passes hosts already lowercased: copy only when needed.
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.into()
+        };
         let host = host.strip_suffix('.').unwrap_or(&host);
         let exact = self.exact_hosts.get(host).and_then(|r| r.find(path));
         exact
