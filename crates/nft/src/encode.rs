@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use crate::Error;
 use crate::expr::Rule;
 use crate::model::{
-    BaseChain, Chain, Element, ElementData, KeyType, MapData, Policy, Set, TableRef, Value,
+    BaseChain, Chain, Element, ElementData, KeyType, MapData, Policy, Set, TableRef, Value, Values,
     Verdict, concat_type,
 };
 use crate::sys;
-use crate::transaction::{Op, Transaction};
+use crate::transaction::{ElementList, Op, Transaction};
 use crate::wire::{Msgs, Writer};
 use exprs::{encode_expr, expr_name};
 
@@ -115,32 +115,26 @@ fn describe_op(op: &Op, first_element: usize, child: Option<usize>) -> String {
         Op::AddSet(t, s) => format!("add set {} {}/{}", t.family, t.name, s.name),
         Op::FlushSet(t, s) => format!("flush set {} {}/{s}", t.family, t.name),
         Op::DeleteSet(t, s) => format!("delete set {} {}/{s}", t.family, t.name),
-        Op::AddElements {
-            table,
-            set,
-            elements,
-        }
-        | Op::DeleteElements {
-            table,
-            set,
-            elements,
-        }
-        | Op::DestroyElements {
-            table,
-            set,
-            elements,
-        } => {
-            let verb = match op {
-                Op::AddElements { .. } => "add",
-                Op::DeleteElements { .. } => "delete",
-                _ => "destroy",
+        Op::AddElements { .. }
+        | Op::AddSharedElements { .. }
+        | Op::DeleteElements { .. }
+        | Op::DestroyElements { .. } => {
+            let Some((table, set, elements, kind)) = element_op(op) else {
+                return "elements".to_owned();
+            };
+            let verb = match kind {
+                ElementOp::Add => "add",
+                ElementOp::Delete => "delete",
+                ElementOp::Destroy => "destroy",
             };
             let element = child.and_then(|child| {
                 let mut seen = 0;
-                elements.get(first_element..)?.iter().find(|e| {
-                    seen += kernel_elements(e);
-                    seen > child
-                })
+                (first_element..elements.len())
+                    .map_while(|index| elements.get(index))
+                    .find(|e| {
+                        seen += kernel_elements(e);
+                        seen > child
+                    })
             });
             match element {
                 Some(element) => format!(
@@ -235,45 +229,28 @@ pub fn encode(tx: &Transaction, first_seq: u32) -> Result<Batch, Error> {
             }
             _ => {}
         }
-        match op {
-            Op::AddElements {
-                table,
-                set,
-                elements,
-            }
-            | Op::DeleteElements {
-                table,
-                set,
-                elements,
-            }
-            | Op::DestroyElements {
-                table,
-                set,
-                elements,
-            } => {
-                let kind = match op {
-                    Op::AddElements { .. } => ElementOp::Add,
-                    Op::DeleteElements { .. } => ElementOp::Delete,
-                    _ => ElementOp::Destroy,
-                };
-                let shape = shapes.get(&(table, set.as_str()));
-                for element in elements {
+        match element_op(op) {
+            Some((table, set, elements, kind)) => {
+                let shape = shapes.get(&(table, set));
+                let all = (0..elements.len()).map_while(|index| elements.get(index));
+                for element in all {
                     validate_element(table, set, shape, element, kind == ElementOp::Add)?;
                 }
                 let mut first = 0;
                 while first < elements.len() {
                     seq = seq.wrapping_add(1);
                     let start = w.len();
-                    let done = encode_elements(&mut w, seq, table, set, &elements[first..], kind);
+                    let done = encode_elements(&mut w, seq, table, set, elements, first, kind);
                     messages.push(MessageInfo {
                         start,
                         op: index,
                         first_element: first,
                     });
-                    first += done;
+                    // At least one element per message: never stuck.
+                    first += done.max(1);
                 }
             }
-            _ => {
+            None => {
                 seq = seq.wrapping_add(1);
                 let start = w.len();
                 encode_op(&mut w, seq, op);
@@ -317,11 +294,39 @@ pub fn encode(tx: &Transaction, first_seq: u32) -> Result<Batch, Error> {
     })
 }
 
+/// The parts of an element change: table, set, elements, which change.
+fn element_op(op: &Op) -> Option<(&TableRef, &str, &dyn ElementList, ElementOp)> {
+    match op {
+        Op::AddElements {
+            table,
+            set,
+            elements,
+        } => Some((table, set, elements, ElementOp::Add)),
+        Op::AddSharedElements {
+            table,
+            set,
+            elements,
+        } => Some((table, set, elements.list(), ElementOp::Add)),
+        Op::DeleteElements {
+            table,
+            set,
+            elements,
+        } => Some((table, set, elements, ElementOp::Delete)),
+        Op::DestroyElements {
+            table,
+            set,
+            elements,
+        } => Some((table, set, elements, ElementOp::Destroy)),
+        _ => None,
+    }
+}
+
 fn estimate_op(op: &Op) -> usize {
     match op {
         Op::AddElements { elements, .. }
         | Op::DeleteElements { elements, .. }
         | Op::DestroyElements { elements, .. } => 64 + elements.len() * 72,
+        Op::AddSharedElements { elements, .. } => 64 + elements.len() * 72,
         Op::AddRule(_, rule) => 96 + rule.exprs.len() * 64,
         _ => 96,
     }
@@ -340,6 +345,7 @@ fn op_table(op: &Op) -> &TableRef {
         | Op::DeleteSet(t, _)
         | Op::AddRule(t, _) => t,
         Op::AddElements { table, .. }
+        | Op::AddSharedElements { table, .. }
         | Op::DeleteElements { table, .. }
         | Op::DestroyElements { table, .. }
         | Op::DeleteRule { table, .. } => table,
@@ -408,8 +414,12 @@ fn validate_element(
             "ranges need an interval set".to_owned()
         }));
     }
-    let key_types: Vec<KeyType> = element.key.iter().map(Value::key_type).collect();
-    if key_types != shape.key {
+    // Compared field by field: this runs for every element of a load.
+    let types_match = |values: &[Value], want: &[KeyType]| {
+        values.iter().map(Value::key_type).eq(want.iter().copied())
+    };
+    if !types_match(&element.key, &shape.key) {
+        let key_types: Vec<KeyType> = element.key.iter().map(Value::key_type).collect();
         return Err(invalid(format!(
             "key has types {key_types:?}, the set wants {:?}",
             shape.key
@@ -421,10 +431,10 @@ fn validate_element(
     match (&shape.data, &element.data) {
         (None, None) | (Some(MapData::Verdict), Some(ElementData::Verdict(_))) => Ok(()),
         (Some(MapData::Value(want)), Some(ElementData::Value(values))) => {
-            let have: Vec<KeyType> = values.iter().map(Value::key_type).collect();
-            if &have == want {
+            if types_match(values, want) {
                 Ok(())
             } else {
+                let have: Vec<KeyType> = values.iter().map(Value::key_type).collect();
                 Err(invalid(format!(
                     "value has types {have:?}, the map wants {want:?}"
                 )))
@@ -437,15 +447,23 @@ fn validate_element(
 
 /// The register-layout bytes of a key or value: a single field unpadded,
 /// a concatenation with every field padded to 4 bytes.
+#[cfg(test)]
 pub(crate) fn value_bytes(values: &[Value]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len() * 4);
+    write_value_bytes(&mut out, values);
+    out
+}
+
+/// Replaces the content of `out` by the bytes [`value_bytes`] describes (a
+/// buffer reused for every element: no allocation per element).
+fn write_value_bytes(out: &mut Vec<u8>, values: &[Value]) {
+    out.clear();
     for value in values {
-        value.write_padded(&mut out);
+        value.write_padded(out);
     }
     if let [single] = values {
         out.truncate(single.key_type().byte_len());
     }
-    out
 }
 
 /// Byte length of a key or value of these field types (see [`value_bytes`]).
@@ -552,7 +570,10 @@ fn encode_op(w: &mut Writer, seq: u32, op: &Op) {
             w.attr_be64(sys::NFTA_RULE_HANDLE, *handle);
             w.end_msg(m);
         }
-        Op::AddElements { .. } | Op::DeleteElements { .. } | Op::DestroyElements { .. } => {
+        Op::AddElements { .. }
+        | Op::AddSharedElements { .. }
+        | Op::DeleteElements { .. }
+        | Op::DestroyElements { .. } => {
             unreachable!("element changes are encoded by encode_elements")
         }
     }
@@ -682,13 +703,15 @@ enum ElementOp {
     Destroy,
 }
 
-/// Encodes as many of `elements` as fit in one message; returns how many.
+/// Encodes as many of `elements` from `first` on as fit in one message;
+/// returns how many.
 fn encode_elements(
     w: &mut Writer,
     seq: u32,
     t: &TableRef,
     set: &str,
-    elements: &[Element],
+    elements: &dyn ElementList,
+    first: usize,
     kind: ElementOp,
 ) -> usize {
     let add = kind == ElementOp::Add;
@@ -705,11 +728,13 @@ fn encode_elements(
     w.attr_str(sys::NFTA_SET_ELEM_LIST_SET, set);
     let list = w.begin_nest(sys::NFTA_SET_ELEM_LIST_ELEMENTS);
     let mut count = 0;
-    for element in elements {
+    let mut bytes = Vec::with_capacity(64);
+    for element in (first..elements.len()).map_while(|index| elements.get(index)) {
         let before = w.len();
         let elem = w.begin_nest(sys::NFTA_LIST_ELEM);
         let key = w.begin_nest(sys::NFTA_SET_ELEM_KEY);
-        w.attr(sys::NFTA_DATA_VALUE, &value_bytes(&element.key));
+        write_value_bytes(&mut bytes, &element.key);
+        w.attr(sys::NFTA_DATA_VALUE, &bytes);
         w.end_nest(key);
         if add {
             match &element.data {
@@ -721,7 +746,8 @@ fn encode_elements(
                 }
                 Some(ElementData::Value(values)) => {
                     let data = w.begin_nest(sys::NFTA_SET_ELEM_DATA);
-                    w.attr(sys::NFTA_DATA_VALUE, &value_bytes(values));
+                    write_value_bytes(&mut bytes, values);
+                    w.attr(sys::NFTA_DATA_VALUE, &bytes);
                     w.end_nest(data);
                 }
             }
@@ -735,7 +761,8 @@ fn encode_elements(
         if let Some(end) = element.key_end.as_ref().and_then(|end| successor(end)) {
             let elem = w.begin_nest(sys::NFTA_LIST_ELEM);
             let key = w.begin_nest(sys::NFTA_SET_ELEM_KEY);
-            w.attr(sys::NFTA_DATA_VALUE, &value_bytes(&end));
+            write_value_bytes(&mut bytes, &end);
+            w.attr(sys::NFTA_DATA_VALUE, &bytes);
             w.end_nest(key);
             w.attr_be32(sys::NFTA_SET_ELEM_FLAGS, sys::NFT_SET_ELEM_INTERVAL_END);
             w.end_nest(elem);
@@ -752,9 +779,9 @@ fn encode_elements(
 }
 
 /// The exclusive end of a range (`None` when the range reaches the max).
-fn successor(end: &[Value]) -> Option<Vec<Value>> {
+fn successor(end: &[Value]) -> Option<Values> {
     match end {
-        [single] => single.successor().map(|v| vec![v]),
+        [single] => single.successor().map(|v| Values::from([v])),
         _ => None,
     }
 }

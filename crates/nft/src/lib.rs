@@ -40,6 +40,6 @@ pub use expr::{Expr, Reg, Rule};
 pub use list::{ChainInfo, RuleInfo, SetInfo, TableInfo};
 pub use model::{
     BaseChain, Chain, ChainType, Element, ElementData, Family, Hook, KeyType, MapData,
-    OWNED_TABLE_PREFIX, Policy, Set, TableRef, Value, Verdict,
+    OWNED_TABLE_PREFIX, Policy, Set, TableRef, Value, Values, Verdict,
 };
-pub use transaction::{Op, Transaction};
+pub use transaction::{ElementList, Op, SharedElements, Transaction};

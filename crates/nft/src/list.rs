@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::expr::Expr;
 use crate::model::{
     BaseChain, ChainType, Element, ElementData, Family, Hook, KeyType, MapData, Policy, TableRef,
-    Value, Verdict, split_concat_type,
+    Value, Values, Verdict, split_concat_type,
 };
 use crate::sys;
 use crate::wire::{Attr, Attrs};
@@ -56,6 +56,9 @@ pub struct SetInfo {
     pub data: Option<MapData>,
     /// Default timeout.
     pub timeout: Option<Duration>,
+    /// The size the set was created with ([`crate::Set::size`]): the most
+    /// elements it takes.
+    pub size: Option<u32>,
 }
 
 /// A rule as the kernel reports it.
@@ -156,6 +159,7 @@ pub(crate) fn parse_set(attrs: Attrs<'_>) -> Option<(String, SetInfo)> {
         key_len: 0,
         data: None,
         timeout: None,
+        size: None,
     };
     for attr in attrs {
         match attr.ty {
@@ -165,6 +169,12 @@ pub(crate) fn parse_set(attrs: Attrs<'_>) -> Option<(String, SetInfo)> {
             sys::NFTA_SET_FLAGS => info.flags = attr.be32().unwrap_or(0),
             sys::NFTA_SET_KEY_TYPE => key_type = attr.be32().unwrap_or(0),
             sys::NFTA_SET_KEY_LEN => info.key_len = attr.be32().unwrap_or(0),
+            sys::NFTA_SET_DESC => {
+                info.size = attr
+                    .nested()
+                    .find(|field| field.ty == sys::NFTA_SET_DESC_SIZE)
+                    .and_then(|field| field.be32());
+            }
             sys::NFTA_SET_DATA_TYPE => data_type = attr.be32(),
             sys::NFTA_SET_TIMEOUT => info.timeout = attr.be64().map(Duration::from_millis),
             _ => {}
@@ -286,7 +296,7 @@ pub(crate) fn assemble(mut raw: Vec<KernelElement>, interval: bool) -> Vec<Eleme
             _ => start.max_of(),
         };
         let mut element = k.element.clone();
-        element.key_end = Some(vec![end]);
+        element.key_end = Some(Box::new(Values::from([end])));
         out.push(element);
     }
     out

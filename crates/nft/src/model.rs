@@ -329,7 +329,12 @@ pub struct Set {
     /// Whether rules add or update elements from the packet path
     /// (`update @set { ip saddr }`, the `dynset` expression).
     pub dynamic: bool,
-    /// Expected number of elements, a hint for the kernel's set backend.
+    /// Size of the set (`size` in nft): the kernel then picks a hash table
+    /// of that size, allocated at once, instead of one that grows while
+    /// elements go in (much cheaper for large loads). It is also the most
+    /// elements the set takes: an element beyond it fails the transaction
+    /// (`ENFILE`), and a set's size cannot change, so a full set has to be
+    /// replaced by a larger one.
     pub size: Option<u32>,
     /// Elements are ranges (`flags interval`): CIDR prefixes, port ranges.
     /// Only single-field keys of network byte order types.
@@ -375,6 +380,12 @@ impl Set {
     /// Makes the set an interval set (see [`Set::interval`]).
     pub fn with_intervals(mut self) -> Set {
         self.interval = true;
+        self
+    }
+
+    /// Sets the size (see [`Set::size`]).
+    pub fn with_size(mut self, size: u32) -> Set {
+        self.size = Some(size);
         self
     }
 
@@ -487,9 +498,9 @@ impl Value {
     }
 
     /// Reads a concatenation of `types` from `data`.
-    pub(crate) fn read_concat(types: &[KeyType], data: &[u8]) -> Option<Vec<Value>> {
+    pub(crate) fn read_concat(types: &[KeyType], data: &[u8]) -> Option<Values> {
         let mut offset = 0;
-        let mut values = Vec::with_capacity(types.len());
+        let mut values = Values::new();
         for ty in types {
             values.push(Value::read(*ty, data.get(offset..)?)?);
             offset += ty.register_len();
@@ -511,6 +522,193 @@ impl fmt::Display for Value {
             Value::Mark(mark) => write!(f, "{mark:#x}"),
             Value::Integer(v) => write!(f, "{v}"),
         }
+    }
+}
+
+/// Fields kept inline by [`Values`].
+const INLINE_VALUES: usize = 4;
+
+/// The values of a key, a map value or a range end, one per field. Up to
+/// four fields are kept inline, without an allocation (a Service table has
+/// hundreds of thousands of elements, each copied a few times on their way
+/// to the kernel); longer concatenations go to the heap. Compares, hashes
+/// and prints as the slice of its values.
+#[derive(Clone)]
+pub struct Values(ValuesRepr);
+
+#[derive(Clone)]
+enum ValuesRepr {
+    Inline {
+        len: u8,
+        items: [Value; INLINE_VALUES],
+    },
+    Heap(Vec<Value>),
+}
+
+impl Values {
+    /// No values.
+    pub const fn new() -> Values {
+        Values(ValuesRepr::Inline {
+            len: 0,
+            items: [Value::Integer(0); INLINE_VALUES],
+        })
+    }
+
+    /// The values of `values`.
+    pub fn from_slice(values: &[Value]) -> Values {
+        if values.len() <= INLINE_VALUES {
+            let mut items = [Value::Integer(0); INLINE_VALUES];
+            items[..values.len()].copy_from_slice(values);
+            Values(ValuesRepr::Inline {
+                len: values.len() as u8,
+                items,
+            })
+        } else {
+            Values(ValuesRepr::Heap(values.to_vec()))
+        }
+    }
+
+    /// Appends a value.
+    pub fn push(&mut self, value: Value) {
+        match &mut self.0 {
+            ValuesRepr::Inline { len, items } => {
+                let used = usize::from(*len);
+                if used < INLINE_VALUES {
+                    items[used] = value;
+                    *len += 1;
+                } else {
+                    let mut heap = items.to_vec();
+                    heap.push(value);
+                    self.0 = ValuesRepr::Heap(heap);
+                }
+            }
+            ValuesRepr::Heap(heap) => heap.push(value),
+        }
+    }
+
+    /// The values as a slice.
+    pub fn as_slice(&self) -> &[Value] {
+        match &self.0 {
+            ValuesRepr::Inline { len, items } => &items[..usize::from(*len)],
+            ValuesRepr::Heap(heap) => heap,
+        }
+    }
+}
+
+impl Default for Values {
+    fn default() -> Values {
+        Values::new()
+    }
+}
+
+impl std::ops::Deref for Values {
+    type Target = [Value];
+
+    fn deref(&self) -> &[Value] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq for Values {
+    fn eq(&self, other: &Values) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Values {}
+
+impl PartialEq<[Value]> for Values {
+    fn eq(&self, other: &[Value]) -> bool {
+        self.as_slice() == other
+    }
+}
+
+impl PartialEq<&[Value]> for Values {
+    fn eq(&self, other: &&[Value]) -> bool {
+        self.as_slice() == *other
+    }
+}
+
+impl<const N: usize> PartialEq<[Value; N]> for Values {
+    fn eq(&self, other: &[Value; N]) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl std::borrow::Borrow<[Value]> for Values {
+    fn borrow(&self) -> &[Value] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq<Vec<Value>> for Values {
+    fn eq(&self, other: &Vec<Value>) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl std::hash::Hash for Values {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialOrd for Values {
+    fn partial_cmp(&self, other: &Values) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Values {
+    fn cmp(&self, other: &Values) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl fmt::Debug for Values {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl From<Vec<Value>> for Values {
+    fn from(values: Vec<Value>) -> Values {
+        if values.len() <= INLINE_VALUES {
+            Values::from_slice(&values)
+        } else {
+            Values(ValuesRepr::Heap(values))
+        }
+    }
+}
+
+impl From<&[Value]> for Values {
+    fn from(values: &[Value]) -> Values {
+        Values::from_slice(values)
+    }
+}
+
+impl<const N: usize> From<[Value; N]> for Values {
+    fn from(values: [Value; N]) -> Values {
+        Values::from_slice(&values)
+    }
+}
+
+impl FromIterator<Value> for Values {
+    fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Values {
+        let mut values = Values::new();
+        for value in iter {
+            values.push(value);
+        }
+        values
+    }
+}
+
+impl<'a> IntoIterator for &'a Values {
+    type Item = &'a Value;
+    type IntoIter = std::slice::Iter<'a, Value>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
     }
 }
 
@@ -550,28 +748,29 @@ pub enum ElementData {
     /// For verdict maps.
     Verdict(Verdict),
     /// For data maps: one value per value field.
-    Value(Vec<Value>),
+    Value(Values),
 }
 
 /// One set or map element.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Element {
     /// One value per key field.
-    pub key: Vec<Value>,
+    pub key: Values,
     /// `None` in a set, `Some` in a map.
     pub data: Option<ElementData>,
     /// Per-element timeout (the set needs a timeout or `timeout` flag).
     pub timeout: Option<Duration>,
     /// Inclusive end of a range, for [`Set::interval`] sets (where every
-    /// element is a range; a single value is the range `v..=v`).
-    pub key_end: Option<Vec<Value>>,
+    /// element is a range; a single value is the range `v..=v`). Boxed:
+    /// most sets have no ranges, and every element carries the field.
+    pub key_end: Option<Box<Values>>,
 }
 
 impl Element {
     /// A set element.
-    pub fn key(key: Vec<Value>) -> Element {
+    pub fn key(key: impl Into<Values>) -> Element {
         Element {
-            key,
+            key: key.into(),
             data: None,
             timeout: None,
             key_end: None,
@@ -581,8 +780,8 @@ impl Element {
     /// A range element `start..=end` of an interval set.
     pub fn range(start: Value, end: Value) -> Element {
         Element {
-            key_end: Some(vec![end]),
-            ..Element::key(vec![start])
+            key_end: Some(Box::new(Values::from([end]))),
+            ..Element::key([start])
         }
     }
 
@@ -605,7 +804,7 @@ impl Element {
     }
 
     /// A verdict map element.
-    pub fn verdict(key: Vec<Value>, verdict: Verdict) -> Element {
+    pub fn verdict(key: impl Into<Values>, verdict: Verdict) -> Element {
         Element {
             data: Some(ElementData::Verdict(verdict)),
             ..Element::key(key)
@@ -613,9 +812,9 @@ impl Element {
     }
 
     /// A data map element.
-    pub fn value(key: Vec<Value>, value: Vec<Value>) -> Element {
+    pub fn value(key: impl Into<Values>, value: impl Into<Values>) -> Element {
         Element {
-            data: Some(ElementData::Value(value)),
+            data: Some(ElementData::Value(value.into())),
             ..Element::key(key)
         }
     }

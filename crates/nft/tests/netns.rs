@@ -413,10 +413,9 @@ fn applied_ruleset_reads_back_identically_through_nft_and_our_listing() {
     elements.sort_by_key(|e| e.key.clone());
     assert_eq!(
         elements[1].data,
-        Some(ElementData::Value(vec![
-            Value::Ipv4(Ipv4Addr::new(10, 77, 0, 3)),
-            Value::Port(9090)
-        ]))
+        Some(ElementData::Value(
+            vec![Value::Ipv4(Ipv4Addr::new(10, 77, 0, 3)), Value::Port(9090)].into()
+        ))
     );
     let rules = nft.rules(&t, None).expect("rules");
     assert_eq!(rules.len(), 7);
@@ -486,6 +485,41 @@ fn batch_with_a_bad_element_applies_nothing_and_names_the_element() {
 
 fn libc_enoent() -> i32 {
     2
+}
+
+#[test]
+fn a_sized_set_lists_its_size_and_refuses_elements_beyond_it() {
+    require_root!();
+    let ns = TestNs::new();
+    let mut nft = Nft::open_in(ns.ns()).expect("open nft");
+    let t = weft();
+    let element = |n: u8| Element::key([Value::Ipv4(Ipv4Addr::new(10, 0, 0, n))]);
+    let mut tx = Transaction::new();
+    tx.add_table(&t)
+        .add_set(&t, Set::new("small", vec![KeyType::Ipv4Addr]).with_size(2))
+        .add_elements(&t, "small", vec![element(1), element(2)]);
+    nft.apply(&tx).expect("two elements fit");
+    let info = nft
+        .sets(&t)
+        .expect("sets")
+        .into_iter()
+        .find(|set| set.name == "small")
+        .expect("the set");
+    assert_eq!(info.size, Some(2));
+    assert!(nft_list(&ns, &["set", "ip", "weft", "small"]).contains("size 2"));
+
+    let mut tx = Transaction::new();
+    tx.add_elements(&t, "small", vec![element(3)]);
+    let err = nft.apply(&tx).expect_err("a third one does not");
+    assert!(matches!(err, Error::Rejected { .. }), "{err:?}");
+    assert_eq!(err.raw_os_error(), Some(23), "ENFILE: {err:?}");
+    // Replacing one is fine: a deleted element frees its place in the
+    // same transaction.
+    let mut tx = Transaction::new();
+    tx.delete_elements(&t, "small", vec![element(1)])
+        .add_elements(&t, "small", vec![element(3)]);
+    nft.apply(&tx).expect("replace one");
+    assert_eq!(nft.elements(&t, "small").expect("elements").len(), 2);
 }
 
 #[test]

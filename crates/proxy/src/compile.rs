@@ -569,7 +569,12 @@ fn balance_chain(rs: &mut Ruleset, fam: Fam, config: &ProxyConfig) {
 }
 
 /// Compiles one Service port into `rs`.
-pub(crate) fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, config: &ProxyConfig) {
+pub(crate) fn compile_port<'a>(
+    rs: &mut Ruleset,
+    fam: Fam,
+    port: &'a ServicePort,
+    config: &ProxyConfig,
+) {
     let family = fam.0;
     let in_family = |ip: &&IpAddr| Fam::of(**ip) == family;
     let cluster_ips: Vec<IpAddr> = port.cluster_ips.iter().filter(in_family).copied().collect();
@@ -584,25 +589,19 @@ pub(crate) fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, confi
     if !family_of_service {
         return;
     }
-    let id = port_id(port);
     let proto = Value::Proto(port.name.protocol.number());
     let service_port = Value::Port(port.port);
     let node = config.node_name.as_str();
-    let keep = |endpoints: Vec<&Endpoint>| -> Vec<Endpoint> {
+    let keep = |mut endpoints: Vec<&'a Endpoint>| -> Vec<&'a Endpoint> {
+        endpoints.retain(|endpoint| Fam::of(endpoint.ip) == family);
         endpoints
-            .into_iter()
-            .filter(|endpoint| Fam::of(endpoint.ip) == family)
-            .cloned()
-            .collect()
     };
     let internal = keep(port.usable_endpoints(port.internal_local.then_some(node)));
-    let external = keep(port.usable_endpoints(port.external_local.then_some(node)));
-    let comment = Some(port.name.to_string());
 
     for endpoint in port.endpoints.iter().filter(|e| Fam::of(e.ip) == family) {
         rs.element(
             HAIRPIN,
-            Element::key(vec![value(endpoint.ip), value(endpoint.ip)]),
+            Element::key([value(endpoint.ip), value(endpoint.ip)]),
         );
     }
 
@@ -614,26 +613,26 @@ pub(crate) fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, confi
     if by_maps {
         let count = u32::try_from(internal.len()).unwrap_or(u32::MAX);
         for ip in &cluster_ips {
-            rs.element(CLUSTER_IPS, Element::key(vec![value(*ip)]));
-            let key = vec![value(*ip), proto, service_port];
+            rs.element(CLUSTER_IPS, Element::key([value(*ip)]));
             rs.element(
                 ENDPOINT_COUNTS,
-                Element::value(key.clone(), vec![Value::Mark(count)]),
+                Element::value([value(*ip), proto, service_port], [Value::Mark(count)]),
             );
             for (index, endpoint) in (0u32..).zip(&internal) {
-                let mut indexed = key.clone();
-                indexed.push(Value::Mark(index));
                 rs.element(
                     ENDPOINTS,
                     Element::value(
-                        indexed,
-                        vec![value(endpoint.ip), Value::Port(endpoint.port)],
+                        [value(*ip), proto, service_port, Value::Mark(index)],
+                        [value(endpoint.ip), Value::Port(endpoint.port)],
                     ),
                 );
             }
         }
         return;
     }
+    let id = port_id(port);
+    let comment = Some(port.name.to_string());
+    let external = keep(port.usable_endpoints(port.external_local.then_some(node)));
 
     // Internal traffic: ClusterIPs.
     let svc_chain = format!("svc-{id}");
@@ -660,8 +659,8 @@ pub(crate) fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, confi
         );
     }
     for ip in &cluster_ips {
-        rs.element(CLUSTER_IPS, Element::key(vec![value(*ip)]));
-        let key = vec![value(*ip), proto, service_port];
+        rs.element(CLUSTER_IPS, Element::key([value(*ip)]));
+        let key = [value(*ip), proto, service_port];
         if internal.is_empty() {
             rs.element(
                 NO_ENDPOINT_SERVICES,
@@ -717,19 +716,17 @@ pub(crate) fn compile_port(rs: &mut Ruleset, fam: Fam, port: &ServicePort, confi
         Some(Verdict::Goto(ext_chain.clone()))
     };
     for ip in &external_ips {
-        let key = vec![value(*ip), proto, service_port];
+        let key = [value(*ip), proto, service_port];
         match &external_verdict {
-            Some(verdict) => {
-                rs.element(SERVICE_IPS, Element::verdict(key.clone(), verdict.clone()))
-            }
+            Some(verdict) => rs.element(SERVICE_IPS, Element::verdict(key, verdict.clone())),
             None => rs.element(
                 NO_ENDPOINT_SERVICES,
-                Element::verdict(key.clone(), no_external.clone()),
+                Element::verdict(key, no_external.clone()),
             ),
         }
     }
     if let Some(node_port) = port.node_port {
-        let key = vec![proto, Value::Port(node_port)];
+        let key = [proto, Value::Port(node_port)];
         match &external_verdict {
             Some(verdict) => rs.element(SERVICE_NODEPORTS, Element::verdict(key, verdict.clone())),
             None => rs.element(
@@ -788,7 +785,7 @@ fn firewall(
         rs.element(
             FIREWALL_IPS,
             Element::verdict(
-                vec![value(*ip), proto, service_port],
+                [value(*ip), proto, service_port],
                 Verdict::Jump(chain.clone()),
             ),
         );
@@ -802,7 +799,7 @@ fn balance(
     fam: Fam,
     chain: &str,
     map: &str,
-    endpoints: &[Endpoint],
+    endpoints: &[&Endpoint],
     affinity: Option<u32>,
     comment: &Option<String>,
 ) {
@@ -857,8 +854,8 @@ fn balance(
                 rs.element(
                     map,
                     Element::value(
-                        vec![Value::Integer(index)],
-                        vec![value(endpoint.ip), Value::Port(endpoint.port)],
+                        [Value::Integer(index)],
+                        [value(endpoint.ip), Value::Port(endpoint.port)],
                     ),
                 );
             }
@@ -922,7 +919,7 @@ fn balance(
                 let index = u32::try_from(index).unwrap_or(u32::MAX);
                 rs.element(
                     &vmap,
-                    Element::verdict(vec![Value::Integer(index)], Verdict::Goto(endpoint_chain)),
+                    Element::verdict([Value::Integer(index)], Verdict::Goto(endpoint_chain)),
                 );
             }
             rs.rule(

@@ -21,10 +21,27 @@
 //! [`ServiceTable::full_transaction`] writes the whole table from the same
 //! state (start, resync on demand, after a failure), so a full resync and a
 //! run of incremental updates converge on the same kernel content.
+//!
+//! The shared sets are created with a size ([`set_size`]: at least a
+//! quarter more than the elements they get), so the kernel gives each a
+//! hash table allocated once at that size instead of one that grows while
+//! hundreds of thousands of elements go in (growing was the largest part
+//! of the kernel's time for a full load). The size is also the most
+//! elements the kernel accepts in the set, and it cannot change: an update
+//! that would overfill a shared set is written as a full rewrite of the
+//! table instead (the same atomic transaction as a resync, so dynamic
+//! affinity entries start over), with sizes for the new counts.
+//!
+//! A port's own objects are kept with it; its elements of the shared sets
+//! only in the reference counts (they are compiled again from its input
+//! when it changes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
 
 use weft_nft::{Chain, Element, Family, Rule, Set, TableRef, Transaction, Value};
 
@@ -37,6 +54,38 @@ use crate::sync::{changes, side_by_side};
 
 /// A hash map with [`FastHasher`].
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// The elements of one shared set, with how many ports contribute each,
+/// in the order they came. Behind an [`Arc`] in the state, so that a full
+/// transaction encodes the elements from here instead of a copy of them
+/// ([`Transaction::add_shared_elements`]); the state is changed only once
+/// that transaction is gone (`Arc::make_mut` would copy otherwise).
+#[derive(Debug, Clone, Default)]
+struct SharedCounts(IndexMap<Element, u32, BuildHasherDefault<FastHasher>>);
+
+impl std::ops::Deref for SharedCounts {
+    type Target = IndexMap<Element, u32, BuildHasherDefault<FastHasher>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SharedCounts {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl weft_nft::ElementList for SharedCounts {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get(&self, index: usize) -> Option<&Element> {
+        self.0.get_index(index).map(|(element, _)| element)
+    }
+}
 
 /// A multiply-rotate hasher (the one rustc uses, "FxHash") for the
 /// reference counts: hundreds of thousands of small keys per full sync,
@@ -92,12 +141,80 @@ impl Hasher for FastHasher {
     }
 }
 
-/// One Service port: what it was compiled from, and what it compiled to
-/// (its own chains, rules and sets, and its elements of shared sets).
+/// One Service port: what it was compiled from, and its own chains, rules,
+/// sets and their elements (`None`: it has none, like every port balanced
+/// through the shared maps). Its elements of the shared sets are not kept:
+/// they live in the reference counts, and when the port changes they are
+/// compiled again from `input` (the same pure function gives the same
+/// elements), so each element is held once, not once per port and once
+/// in the counts.
 #[derive(Debug, Clone)]
 struct Entry {
     input: ServicePort,
-    fragment: Ruleset,
+    own: Option<Ruleset>,
+}
+
+/// What compiling one port gives, split: its own objects, and its elements
+/// of the shared sets (reused from port to port, so that compiling
+/// 30,000 ports does not allocate their element lists 30,000 times).
+struct Compiled {
+    scratch: Ruleset,
+}
+
+impl Compiled {
+    fn new(family: Family) -> Compiled {
+        Compiled {
+            scratch: Ruleset::new(family),
+        }
+    }
+
+    /// Compiles `port` (none: nothing) with `config`, replacing what was
+    /// compiled before.
+    fn compile(&mut self, port: Option<&ServicePort>, fam: Fam, config: &ProxyConfig) {
+        let scratch = &mut self.scratch;
+        scratch.chains.clear();
+        scratch.rules.clear();
+        scratch.sets.clear();
+        // Keep the element lists (and their capacity) of the shared sets.
+        scratch.elements.retain(|_, elements| {
+            elements.clear();
+            elements.capacity() > 0
+        });
+        if let Some(port) = port {
+            compile_port(scratch, fam, port, config);
+            scratch.dedup_elements();
+        }
+    }
+
+    /// Elements of shared set `set`.
+    fn shared(&self, set: &str) -> &[Element] {
+        if self.scratch.sets.contains_key(set) {
+            return &[];
+        }
+        self.scratch
+            .elements
+            .get(set)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Moves the port's own chains, rules, sets and their elements out.
+    fn take_own(&mut self) -> Option<Ruleset> {
+        let scratch = &mut self.scratch;
+        if scratch.chains.is_empty() && scratch.sets.is_empty() {
+            return None;
+        }
+        let mut own = Ruleset::new(scratch.table.family);
+        own.chains = std::mem::take(&mut scratch.chains);
+        own.rules = std::mem::take(&mut scratch.rules);
+        own.sets = std::mem::take(&mut scratch.sets);
+        for name in own.sets.keys() {
+            if let Some(elements) = scratch.elements.remove(name) {
+                own.elements.insert(name.clone(), elements);
+            }
+        }
+        Some(own)
+    }
 }
 
 /// The changes of one update, grouped in the order a transaction needs
@@ -115,6 +232,9 @@ pub(crate) struct Delta {
     /// A set of a port changed its definition (an affinity timeout): the
     /// kernel cannot change a set in place, the table is rewritten.
     pub(crate) incompatible: bool,
+    /// A shared set would hold more elements than the size it was created
+    /// with: the table is rewritten with larger sets.
+    pub(crate) outgrown: bool,
     /// Service ports compiled again (added, changed or removed).
     pub(crate) ports_changed: usize,
     /// Endpoint addresses of UDP ports that no UDP port has any more: their
@@ -169,10 +289,17 @@ pub struct ServiceTable {
     /// over and over (a quarter of a full build).
     ports: BTreeMap<PortName, Box<Entry>>,
     /// Elements of the skeleton's shared sets, with how many ports
-    /// contribute each.
-    shared: BTreeMap<String, FastMap<Element, u32>>,
+    /// contribute each. Index maps: the elements (a couple of hundred bytes
+    /// each, hundreds of thousands in `@hairpin` and `@endpoints`) sit one
+    /// after the other in a vector and the hash table holds only their
+    /// positions, so a full build appends instead of scattering writes over
+    /// tens of megabytes, and the full transaction copies them in one pass.
+    shared: BTreeMap<String, Arc<SharedCounts>>,
     /// Endpoint addresses of UDP ports, with how many ports list each.
     udp_endpoints: FastMap<IpAddr, u32>,
+    /// The size each shared set was created with by the last full write
+    /// that reached the kernel ([`ServiceTable::written_in_full`]).
+    sizes: BTreeMap<String, u32>,
     /// Rules and elements of all fragments (metrics).
     fragment_rules: usize,
     fragment_elements: usize,
@@ -194,7 +321,7 @@ impl ServiceTable {
         let shared = base
             .sets
             .keys()
-            .map(|name| (name.clone(), FastMap::default()))
+            .map(|name| (name.clone(), Arc::new(SharedCounts::default())))
             .collect();
         ServiceTable {
             family,
@@ -203,6 +330,7 @@ impl ServiceTable {
             ports: BTreeMap::new(),
             shared,
             udp_endpoints: FastMap::default(),
+            sizes: BTreeMap::new(),
             fragment_rules: 0,
             fragment_elements: 0,
         }
@@ -230,7 +358,8 @@ impl ServiceTable {
 
     /// Set and map elements of the whole table (a metric).
     pub fn element_count(&self) -> usize {
-        self.fragment_elements + self.shared.values().map(HashMap::len).sum::<usize>()
+        let shared: usize = self.shared.values().map(|counts| counts.0.len()).sum();
+        self.fragment_elements + shared
     }
 
     /// Makes the state hold `ports` compiled with `config`, recompiling only
@@ -248,6 +377,7 @@ impl ServiceTable {
     ) -> Delta {
         let mut delta = Delta::default();
         let recompile_all = *config != self.config;
+        let old_config = self.config.clone();
         if recompile_all {
             // The skeleton's masquerade check follows the cluster CIDRs.
             let mut base = Ruleset::new(self.family);
@@ -296,7 +426,7 @@ impl ServiceTable {
             }
         }
 
-        self.apply(changed, collect, delta)
+        self.apply(changed, &old_config, collect, delta)
     }
 
     /// Makes the state hold, for each Service of `services` (namespace,
@@ -360,7 +490,8 @@ impl ServiceTable {
         }
         changed.sort_by(|a, b| a.0.cmp(&b.0));
         changed.dedup_by(|later, earlier| later.0 == earlier.0);
-        self.apply(changed, collect, Delta::default())
+        let config = self.config.clone();
+        self.apply(changed, &config, collect, Delta::default())
     }
 
     /// Recompiles the `changed` ports (`None`: removed) and collects the
@@ -368,6 +499,7 @@ impl ServiceTable {
     fn apply(
         &mut self,
         changed: Vec<(PortName, Option<&ServicePort>)>,
+        old_config: &ProxyConfig,
         collect: bool,
         mut delta: Delta,
     ) -> Delta {
@@ -381,37 +513,49 @@ impl ServiceTable {
                 .sum();
             for (set, counts) in self.shared.iter_mut() {
                 match set.as_str() {
-                    HAIRPIN | ENDPOINTS => counts.reserve(endpoints),
-                    CLUSTER_IPS | ENDPOINT_COUNTS | SERVICE_IPS => counts.reserve(changed.len()),
+                    HAIRPIN | ENDPOINTS => Arc::make_mut(counts).reserve(endpoints),
+                    CLUSTER_IPS | ENDPOINT_COUNTS | SERVICE_IPS => {
+                        Arc::make_mut(counts).reserve(changed.len())
+                    }
                     _ => {}
                 }
             }
         }
         let mut touched = Touched::default();
         let empty = Ruleset::new(self.family);
+        let fam = Fam(self.family);
+        let mut was = Compiled::new(self.family);
+        let mut is = Compiled::new(self.family);
         for (name, port) in changed {
             let old = self.ports.remove(&name);
+            // The old port's shared elements, compiled again from its
+            // input with the settings it was compiled with.
+            was.compile(old.as_ref().map(|entry| &entry.input), fam, old_config);
+            is.compile(port, fam, &self.config);
             let new = port.map(|port| {
-                let mut fragment = Ruleset::new(self.family);
-                compile_port(&mut fragment, Fam(self.family), port, &self.config);
-                fragment.dedup_elements();
                 Box::new(Entry {
                     input: port.clone(),
-                    fragment,
+                    own: is.take_own(),
                 })
             });
-            let old_fragment = old.as_ref().map_or(&empty, |entry| &entry.fragment);
-            let new_fragment = new.as_ref().map_or(&empty, |entry| &entry.fragment);
-            self.account(old_fragment, new_fragment);
+            let old_own = old.as_ref().and_then(|entry| entry.own.as_ref());
+            let new_own = new.as_ref().and_then(|entry| entry.own.as_ref());
+            let old_own = old_own.unwrap_or(&empty);
+            let new_own = new_own.unwrap_or(&empty);
+            self.account(old_own, new_own);
             if collect {
-                own_changes(old_fragment, new_fragment, &mut delta);
+                own_changes(old_own, new_own, &mut delta);
             }
-            self.count_shared(old_fragment, new_fragment, collect.then_some(&mut touched));
-            self.count_udp(
-                old.as_deref(),
-                new.as_deref(),
-                collect.then_some(&mut touched),
-            );
+            let udp = |compiled: &Compiled, entry: Option<&Entry>| match entry {
+                Some(entry) if entry.input.name.protocol == Protocol::Udp => {
+                    udp_endpoints(compiled.shared(HAIRPIN))
+                }
+                _ => Vec::new(),
+            };
+            let udp_was = udp(&was, old.as_deref());
+            let udp_is = udp(&is, new.as_deref());
+            self.count_udp(udp_was, udp_is, collect.then_some(&mut touched));
+            self.count_shared(&mut was, &mut is, collect.then_some(&mut touched));
             if let Some(entry) = new {
                 self.ports.insert(name, entry);
             }
@@ -439,14 +583,19 @@ impl ServiceTable {
     }
 
     /// Moves the reference counts of shared elements from `old`'s
-    /// contributions to `new`'s.
-    fn count_shared(&mut self, old: &Ruleset, new: &Ruleset, mut touched: Option<&mut Touched>) {
+    /// contributions to `new`'s (moving `new`'s elements into the counts).
+    fn count_shared(
+        &mut self,
+        old: &mut Compiled,
+        new: &mut Compiled,
+        mut touched: Option<&mut Touched>,
+    ) {
         for (set, counts) in self.shared.iter_mut() {
-            let was = old.elements.get(set).map(Vec::as_slice).unwrap_or_default();
-            let is = new.elements.get(set).map(Vec::as_slice).unwrap_or_default();
-            if was == is {
+            let was = old.shared(set);
+            if was == new.shared(set) {
                 continue;
             }
+            let counts = Arc::make_mut(counts);
             for element in was {
                 if let Some(touched) = touched.as_deref_mut() {
                     let before = counts.get(element).copied().unwrap_or(0);
@@ -458,32 +607,31 @@ impl ServiceTable {
                 if let Some(count) = counts.get_mut(element) {
                     *count -= 1;
                     if *count == 0 {
-                        counts.remove(element);
+                        counts.swap_remove(element);
                     }
                 }
             }
-            for element in is {
+            if new.scratch.sets.contains_key(set) {
+                continue;
+            }
+            let Some(is) = new.scratch.elements.get_mut(set) else {
+                continue;
+            };
+            for element in is.drain(..) {
                 if let Some(touched) = touched.as_deref_mut() {
-                    let before = counts.get(element).copied().unwrap_or(0);
+                    let before = counts.get(&element).copied().unwrap_or(0);
                     touched
                         .elements
                         .entry((set.clone(), element.clone()))
                         .or_insert(before);
                 }
-                *counts.entry(element.clone()).or_insert(0) += 1;
+                *counts.entry(element).or_insert(0) += 1;
             }
         }
     }
 
     /// Moves the reference counts of UDP endpoint addresses.
-    fn count_udp(
-        &mut self,
-        old: Option<&Entry>,
-        new: Option<&Entry>,
-        mut touched: Option<&mut Touched>,
-    ) {
-        let was = old.map(udp_endpoints).unwrap_or_default();
-        let is = new.map(udp_endpoints).unwrap_or_default();
+    fn count_udp(&mut self, was: Vec<IpAddr>, is: Vec<IpAddr>, mut touched: Option<&mut Touched>) {
         if was == is {
             return;
         }
@@ -532,15 +680,40 @@ impl ServiceTable {
             }
         }
         delta.gone_udp_endpoints.sort_unstable();
+        delta.outgrown = self.shared.iter().any(|(set, counts)| {
+            self.sizes
+                .get(set)
+                .is_some_and(|size| counts.len() > *size as usize)
+        });
+    }
+
+    /// Records that [`ServiceTable::full_transaction`] of the current state
+    /// reached the kernel: the shared sets now have the sizes it gave them.
+    pub fn written_in_full(&mut self) {
+        self.sizes = self
+            .shared
+            .iter()
+            .map(|(set, counts)| (set.clone(), set_size(counts.len())))
+            .collect();
+    }
+
+    /// The size the shared set `set` was created with by the last full
+    /// write ([`ServiceTable::written_in_full`]); `None` for other sets or
+    /// before any full write.
+    pub fn set_size(&self, set: &str) -> Option<u32> {
+        self.sizes.get(set).copied()
     }
 
     /// The transaction that replaces the table with the whole state, in the
-    /// same commit (so packets never see a missing table).
+    /// same commit (so packets never see a missing table). The elements of
+    /// the shared sets are not copied: the transaction refers to the
+    /// state's own lists, and changing the state while it lives copies
+    /// them first (drop the transaction once it is committed).
     pub fn full_transaction(&self) -> Transaction {
         let table = self.table();
         let mut tx = Transaction::new();
         tx.recreate_table(table);
-        let fragments = || self.ports.values().map(|entry| &entry.fragment);
+        let fragments = || self.ports.values().filter_map(|entry| entry.own.as_ref());
         for chain in self.skeleton.chains.values() {
             tx.add_chain(table, chain.clone());
         }
@@ -550,7 +723,17 @@ impl ServiceTable {
             }
         }
         for set in self.skeleton.sets.values() {
-            tx.add_set(table, set.clone());
+            let size = self
+                .shared
+                .get(&set.name)
+                .map(|counts| set_size(counts.len()));
+            tx.add_set(
+                table,
+                Set {
+                    size,
+                    ..set.clone()
+                },
+            );
         }
         for fragment in fragments() {
             for set in fragment.sets.values() {
@@ -574,7 +757,8 @@ impl ServiceTable {
             }
         }
         for (set, counts) in &self.shared {
-            tx.add_elements(table, set.clone(), counts.keys().cloned().collect());
+            let counts: Arc<dyn weft_nft::ElementList> = counts.clone();
+            tx.add_shared_elements(table, set.clone(), counts);
         }
         for fragment in fragments() {
             for (set, elements) in &fragment.elements {
@@ -591,7 +775,7 @@ impl ServiceTable {
     /// elements in shared sets).
     pub fn ruleset(&self) -> Ruleset {
         let mut whole = self.skeleton.clone();
-        for fragment in self.ports.values().map(|entry| &entry.fragment) {
+        for fragment in self.ports.values().filter_map(|entry| entry.own.as_ref()) {
             whole
                 .chains
                 .extend(fragment.chains.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -616,18 +800,34 @@ impl ServiceTable {
     }
 }
 
-/// Addresses of the endpoints of a UDP port in its family (its `@hairpin`
-/// elements, so the same endpoints the whole-ruleset syncer considers).
-fn udp_endpoints(entry: &Entry) -> Vec<IpAddr> {
-    if entry.input.name.protocol != Protocol::Udp {
-        return Vec::new();
-    }
-    entry
-        .fragment
-        .elements
-        .get(HAIRPIN)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+/// The smallest size a shared set is created with (before rounding, see
+/// [`set_size`]).
+pub const MIN_SET_SIZE: u32 = 256;
+
+/// The size a shared set holding `count` elements is created with: room
+/// for at least a quarter more (at least [`MIN_SET_SIZE`]), rounded up to
+/// fill the kernel's table. nf_tables gives a set of size `s` a fixed hash
+/// table of `roundup_pow_of_two(s * 4 / 3)` buckets, allocated and zeroed
+/// at once (at 30,000 Services a table twice as large as needed cost tens
+/// of milliseconds of the load), so the size is the largest one with the
+/// bucket count the wanted one gets anyway: between 25 % and 170 % of
+/// headroom before the set has to be replaced.
+pub fn set_size(count: usize) -> u32 {
+    let wanted = u64::try_from(count)
+        .unwrap_or(u64::MAX)
+        .saturating_add(u64::try_from(count / 4).unwrap_or(u64::MAX))
+        .max(u64::from(MIN_SET_SIZE));
+    let buckets = (wanted.saturating_mul(4) / 3)
+        .checked_next_power_of_two()
+        .unwrap_or(u64::MAX);
+    u32::try_from(buckets / 4 * 3).unwrap_or(u32::MAX)
+}
+
+/// Addresses of the endpoints of a UDP port in its family, from its
+/// `@hairpin` elements (the same endpoints the whole-ruleset syncer
+/// considers).
+fn udp_endpoints(hairpin: &[Element]) -> Vec<IpAddr> {
+    hairpin
         .iter()
         .filter_map(|element| match element.key.first() {
             Some(Value::Ipv4(ip)) => Some(IpAddr::V4(*ip)),

@@ -139,23 +139,18 @@ impl ServicePort {
     /// none is ready, the serving-and-terminating ones; never the others.
     /// With `only_node`, only endpoints on that node count.
     pub fn usable_endpoints(&self, only_node: Option<&str>) -> Vec<&Endpoint> {
-        let candidates: Vec<&Endpoint> = self
-            .endpoints
-            .iter()
-            .filter(|endpoint| only_node.is_none_or(|node| endpoint.node.as_deref() == Some(node)))
-            .collect();
-        let ready: Vec<&Endpoint> = candidates
-            .iter()
-            .copied()
-            .filter(|endpoint| endpoint.ready)
-            .collect();
-        if !ready.is_empty() {
-            return ready;
+        let candidates = || {
+            self.endpoints.iter().filter(move |endpoint| {
+                only_node.is_none_or(|node| endpoint.node.as_deref() == Some(node))
+            })
+        };
+        if candidates().any(|endpoint| endpoint.ready) {
+            candidates().filter(|endpoint| endpoint.ready).collect()
+        } else {
+            candidates()
+                .filter(|endpoint| endpoint.serving && endpoint.terminating)
+                .collect()
         }
-        candidates
-            .into_iter()
-            .filter(|endpoint| endpoint.serving && endpoint.terminating)
-            .collect()
     }
 
     /// Whether the port has external frontends (NodePort, external or LB IPs).

@@ -369,8 +369,10 @@ const IPPROTO_UDP: u8 = 17;
 /// difference at a time: the [`ServiceTable`] recompiles only ports whose
 /// input changed and yields exactly their changes, committed as one atomic
 /// transaction per sync. The first sync, a sync after a failure, after
-/// [`ServiceSyncer::force_full_resync`], or one where a port's set changed
-/// its definition writes the whole table in one transaction instead.
+/// [`ServiceSyncer::force_full_resync`], one where a port's set changed
+/// its definition, or one that would overfill a shared set (they are
+/// created with a size, see [`crate::incremental`]) writes the whole table
+/// in one transaction instead.
 pub struct ServiceSyncer {
     nft: Nft,
     conntrack: Option<weft_nft::Conntrack>,
@@ -463,7 +465,7 @@ impl ServiceSyncer {
         let table = self.state.table().clone();
         let mut gone = Vec::new();
         let mut ports_changed = self.state.port_count();
-        let (tx, full) = if self.in_sync && !delta.incompatible {
+        let (tx, full) = if self.in_sync && !delta.incompatible && !delta.outgrown {
             gone = delta.gone_udp_endpoints.clone();
             ports_changed = delta.ports_changed;
             (delta.into_transaction(&table), false)
@@ -483,6 +485,9 @@ impl ServiceSyncer {
             }
         }
         self.in_sync = true;
+        if full {
+            self.state.written_in_full();
+        }
         let duration = started.elapsed();
         drop(tx);
         let conntrack_flushed = match &mut self.conntrack {

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use weft_linux::{RouteSpec, VethSpec, sysctl};
 use weft_nft::{Conntrack, Family, Nft};
-use weft_proxy::{Endpoint, PortName, Protocol, ProxyConfig, ServicePort, Syncer, compile};
+use weft_proxy::incremental::{MIN_SET_SIZE, set_size};
+use weft_proxy::{
+    Endpoint, PortName, Protocol, ProxyConfig, ServicePort, ServiceSyncer, Syncer, compile,
+};
 use weft_testhost::{TestNs, connect, ip, net, require_root};
 
 const CLUSTER_IP: &str = "10.96.0.20";
@@ -474,4 +477,96 @@ fn resyncing_from_scratch_keeps_established_connections_and_the_same_state_commi
         again.operations, 0,
         "re-applying the same state committed {again:?}"
     );
+}
+
+/// `count` ClusterIP Services `filler-N` at 10.96.1.0 + N with two
+/// endpoints each in 10.250.0.0/16, which nothing routes.
+fn fillers(count: u32) -> Vec<ServicePort> {
+    (0..count)
+        .map(|n| {
+            let cluster_ip = std::net::Ipv4Addr::from(u32::from_be_bytes([10, 96, 1, 0]) + n);
+            let endpoints: Vec<String> = (0..2)
+                .map(|e| {
+                    std::net::Ipv4Addr::from(u32::from_be_bytes([10, 250, 0, 0]) + n * 2 + e)
+                        .to_string()
+                })
+                .collect();
+            let endpoints: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+            weft_proxy::testing::cluster_ip_port(
+                &format!("filler-{n}"),
+                Protocol::Tcp,
+                &cluster_ip.to_string(),
+                &endpoints,
+                Some("node-1"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn outgrowing_the_size_of_a_shared_set_rewrites_the_table_with_larger_sets() {
+    require_root!();
+    let lab = lab(2);
+    let table = weft_nft::TableRef::new(Family::Ip, "weft");
+    let mut nft = Nft::open_in(lab.node.ns()).unwrap();
+    let mut syncer = ServiceSyncer::new(
+        Nft::open_in(lab.node.ns()).unwrap(),
+        Some(Conntrack::open_in(lab.node.ns()).unwrap()),
+        Family::Ip,
+        config(),
+    );
+    let size_of = |nft: &mut Nft, set: &str| {
+        nft.sets(&table)
+            .unwrap()
+            .into_iter()
+            .find(|info| info.name == set)
+            .and_then(|info| info.size)
+    };
+    let web = service(&[(0, "node-1"), (1, "node-1")]);
+    let mut ports = fillers(10);
+    ports.push(web.clone());
+    assert!(syncer.sync(&ports, &config()).unwrap().full);
+    // 22 endpoints: every shared set starts at the smallest size.
+    let smallest = set_size(0);
+    assert!(smallest >= MIN_SET_SIZE);
+    assert_eq!(size_of(&mut nft, "hairpin"), Some(smallest));
+    assert_eq!(size_of(&mut nft, "endpoints"), Some(smallest));
+    assert_eq!(syncer.state().set_size("hairpin"), Some(smallest));
+
+    // 190 more Services of 2 endpoints overfill @hairpin and @endpoints:
+    // the sync writes the table again, with sets sized for the new counts,
+    // and a Service added by that sync takes traffic.
+    let mut ports = fillers(200);
+    ports.push(web.clone());
+    let mut second = service(&[(1, "node-1")]);
+    second.name.name = "second".into();
+    second.cluster_ips = vec!["10.96.0.21".parse().unwrap()];
+    ports.push(second);
+    let report = syncer.sync(&ports, &config()).unwrap();
+    assert!(report.full, "{report:?}");
+    let elements = 200 * 2 + 2;
+    assert!(elements > smallest as usize);
+    let hairpin = nft.elements(&table, "hairpin").unwrap();
+    assert_eq!(hairpin.len(), elements);
+    assert_eq!(
+        nft.elements(&table, "endpoints").unwrap().len(),
+        elements + 1
+    );
+    assert_eq!(size_of(&mut nft, "hairpin"), Some(set_size(elements)));
+    assert!(set_size(elements) > smallest);
+    assert_eq!(size_of(&mut nft, "endpoints"), Some(set_size(elements + 1)));
+    assert_eq!(tcp(&lab.client, "10.96.0.21:80"), "backend-1");
+    let counts = tcp_many(&lab.client, &format!("{CLUSTER_IP}:80"), 20);
+    assert_eq!(counts.values().sum::<usize>(), 20, "{counts:?}");
+    assert!(
+        counts.keys().all(|k| k == "backend-0" || k == "backend-1"),
+        "{counts:?}"
+    );
+
+    // Below the new sizes, changes are incremental again.
+    ports.retain(|port| port.name.name != "filler-0");
+    let report = syncer.sync(&ports, &config()).unwrap();
+    assert!(!report.full, "{report:?}");
+    assert_eq!(nft.elements(&table, "hairpin").unwrap().len(), elements - 2);
+    assert_eq!(tcp(&lab.client, "10.96.0.21:80"), "backend-1");
 }

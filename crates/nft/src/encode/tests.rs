@@ -563,3 +563,70 @@ fn legacy_register_numbers_in_kernel_dumps_name_the_right_32_bit_register() {
     assert_eq!(Reg::from_wire(0), None);
     assert_eq!(Reg::from_wire(24), None);
 }
+
+#[test]
+fn shared_elements_encode_like_copied_ones_split_across_messages_alike() {
+    let set = Set::map(
+        "endpoints",
+        vec![KeyType::Ipv4Addr, KeyType::InetService],
+        vec![KeyType::Ipv4Addr, KeyType::InetService],
+    );
+    // Enough elements for several messages.
+    let elements: Vec<Element> = (0..5000u32)
+        .map(|n| {
+            Element::value(
+                [
+                    Value::Ipv4(Ipv4Addr::from(0x0a60_0000 + n)),
+                    Value::Port(80),
+                ],
+                [
+                    Value::Ipv4(Ipv4Addr::from(0x0af4_0000 + n)),
+                    Value::Port(8080),
+                ],
+            )
+        })
+        .collect();
+    let mut copied = Transaction::new();
+    copied
+        .add_table(&weft())
+        .add_set(&weft(), set.clone())
+        .add_elements(&weft(), "endpoints", elements.clone());
+    let mut shared = Transaction::new();
+    let list: std::sync::Arc<dyn ElementList> = std::sync::Arc::new(elements.clone());
+    shared
+        .add_table(&weft())
+        .add_set(&weft(), set)
+        .add_shared_elements(&weft(), "endpoints", list);
+    let copied_batch = encode(&copied, 1).expect("encodes");
+    let shared_batch = encode(&shared, 1).expect("encodes");
+    assert!(copied_batch.message_count() > 3);
+    assert_eq!(copied_batch.bytes(), shared_batch.bytes());
+    // The op compares by content.
+    let (
+        Some(Op::AddElements { elements: a, .. }),
+        Some(Op::AddSharedElements { elements: b, .. }),
+    ) = (copied.ops().last(), shared.ops().last())
+    else {
+        panic!("element ops");
+    };
+    assert!(b.iter().eq(a.iter()));
+    assert_eq!(b.clone(), *b);
+
+    // A bad shared element is named like a copied one.
+    let mut bad = elements;
+    bad[4321].data = None;
+    let mut tx = Transaction::new();
+    let list: std::sync::Arc<dyn ElementList> = std::sync::Arc::new(bad);
+    tx.add_table(&weft())
+        .add_set(
+            &weft(),
+            Set::map(
+                "endpoints",
+                vec![KeyType::Ipv4Addr, KeyType::InetService],
+                vec![KeyType::Ipv4Addr, KeyType::InetService],
+            ),
+        )
+        .add_shared_elements(&weft(), "endpoints", list);
+    let err = encode(&tx, 1).expect_err("a map element without data");
+    assert!(err.to_string().contains("10.96.16.225 . 80"), "{err}");
+}

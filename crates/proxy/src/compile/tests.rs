@@ -116,7 +116,9 @@ fn endpoints_for(rs: &Ruleset, cluster_ip: &str) -> Vec<(IpAddr, u16)> {
     assert_eq!(indexes, (0..indexes.len() as u32).collect::<Vec<_>>());
     assert_eq!(
         count,
-        Some(ElementData::Value(vec![Value::Mark(found.len() as u32)]))
+        Some(ElementData::Value(
+            vec![Value::Mark(found.len() as u32)].into()
+        ))
     );
     found.into_iter().map(|(_, endpoint)| endpoint).collect()
 }
@@ -425,10 +427,9 @@ fn a_service_with_many_endpoints_balances_over_a_map_of_its_own() {
     assert_eq!(elements.len(), BALANCE_BY_RULES_UP_TO + 1);
     assert_eq!(
         elements[0].data,
-        Some(ElementData::Value(vec![
-            ip("10.244.1.10"),
-            Value::Port(8080)
-        ]))
+        Some(ElementData::Value(
+            vec![ip("10.244.1.10"), Value::Port(8080)].into()
+        ))
     );
     let rules = &rs.rules[SVC];
     assert_eq!(rules.len(), 2, "masquerade check + one balancer");

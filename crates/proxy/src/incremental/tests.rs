@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use weft_nft::{Element, ElementData, Family, Op, Rule, Transaction};
+use weft_nft::{Element, ElementData, Family, Op, Rule, Transaction, Values};
 
 use super::*;
 use crate::compile::{ProxyConfig, compile};
@@ -26,13 +26,30 @@ fn tcp(name: &str, cluster_ip: &str, endpoints: &[&str]) -> ServicePort {
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Kernel {
     chains: BTreeMap<String, Vec<Rule>>,
-    sets: BTreeMap<String, HashMap<Vec<Value>, Element>>,
+    sets: BTreeMap<String, HashMap<Values, Element>>,
 }
 
 impl Kernel {
     fn apply(&mut self, tx: &Transaction) -> Result<(), String> {
         let mut next = self.clone();
         for op in tx.ops() {
+            // Shared element lists are added like copied ones.
+            let copied;
+            let op = match op {
+                Op::AddSharedElements {
+                    table,
+                    set,
+                    elements,
+                } => {
+                    copied = Op::AddElements {
+                        table: table.clone(),
+                        set: set.clone(),
+                        elements: elements.iter().cloned().collect(),
+                    };
+                    &copied
+                }
+                other => other,
+            };
             match op {
                 Op::AddTable(_) => {}
                 Op::DeleteTable(_) => next = Kernel::default(),
@@ -139,6 +156,10 @@ fn touched(tx: &Transaction) -> Vec<String> {
             Op::AddSet(_, set) => vec![format!("add set {}", set.name)],
             Op::DeleteSet(_, set) => vec![format!("delete set {set}")],
             Op::AddElements { set, elements, .. } => elements
+                .iter()
+                .map(|element| format!("add {set} {element}"))
+                .collect(),
+            Op::AddSharedElements { set, elements, .. } => elements
                 .iter()
                 .map(|element| format!("add {set} {element}"))
                 .collect(),
@@ -341,4 +362,55 @@ fn a_config_change_recompiles_every_port() {
         ))
         .unwrap();
     assert_eq!(kernel, expected);
+}
+
+#[test]
+fn set_sizes_leave_a_quarter_of_headroom_and_fill_the_kernels_hash_table() {
+    assert_eq!(set_size(0), 384);
+    assert_eq!(set_size(300), 384);
+    assert_eq!(set_size(308), 768);
+    for count in [0, 1, 1000, 30_000, 150_000, 150_001, 1_000_000] {
+        let size = set_size(count) as usize;
+        assert!(size >= count + count / 4, "{count} → {size}");
+        // nf_tables: roundup_pow_of_two(size * 4 / 3) buckets, and this is
+        // the largest size with that many.
+        let buckets = (size * 4 / 3).next_power_of_two();
+        assert_eq!(buckets, size * 4 / 3, "{count} → {size}");
+        assert!(
+            size <= (count + count / 4).max(256) * 8 / 3,
+            "{count} → {size}"
+        );
+    }
+    assert_eq!(set_size(150_000), 196_608);
+}
+
+#[test]
+fn an_update_that_would_overfill_a_shared_set_asks_for_a_full_write() {
+    let small: Vec<ServicePort> = (0..10)
+        .map(|i| tcp(&format!("s{i}"), &format!("10.96.0.{i}"), &["10.244.1.1"]))
+        .collect();
+    let mut state = ServiceTable::new(Family::Ip, config());
+    state.update(&small, &config(), false);
+    state.written_in_full();
+    assert_eq!(state.set_size(HAIRPIN), Some(set_size(1)));
+    assert_eq!(state.set_size(ENDPOINTS), Some(set_size(10)));
+
+    let mut within = small.clone();
+    within.push(tcp("more", "10.96.1.1", &["10.244.1.2"]));
+    let delta = state.update(&within, &config(), true);
+    assert!(!delta.outgrown);
+
+    let over = set_size(10) as usize;
+    let large: Vec<ServicePort> = (0..=over)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(u32::from_be_bytes([10, 96, 0, 0]) + i as u32);
+            tcp(&format!("s{i}"), &ip.to_string(), &["10.244.1.1"])
+        })
+        .collect();
+    let delta = state.update(&large, &config(), true);
+    assert!(delta.outgrown, "{} ports", large.len());
+    // After the full write the new sizes hold.
+    state.written_in_full();
+    assert_eq!(state.set_size(ENDPOINTS), Some(set_size(over + 1)));
+    assert_eq!(state.set_size(HAIRPIN), Some(set_size(1)));
 }
