@@ -316,6 +316,7 @@ impl Controller {
                 table: self.table.clone(),
                 pool: Pool::new(self.pool.clone()),
                 metrics: self.metrics.clone(),
+                handles: Default::default(),
                 settings: self.proxy.clone(),
             });
             let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());

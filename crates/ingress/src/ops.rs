@@ -3,9 +3,13 @@
 //! rejections, TLS handshake failures, routing table size) and the HTTP
 //! endpoint serving `/healthz`, `/ready` (after the first cluster sync) and
 //! `/metrics` on its own port.
+//!
+//! [`MetricHandles`] keeps one worker's handles to the per-request series,
+//! so that a request neither builds a label set nor takes a family's lock.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+
+use crate::routes::IngressName;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -98,18 +104,26 @@ impl Metrics {
     }
 
     pub fn request(&self, ingress: &str, status: u16) {
+        self.request_counter(ingress, status).inc();
+    }
+
+    fn request_counter(&self, ingress: &str, status: u16) -> Counter {
         self.requests
             .get_or_create(&vec![
                 ("ingress", ingress.to_owned()),
                 ("status", status.to_string()),
             ])
-            .inc();
+            .clone()
     }
 
     pub fn upstream(&self, backend: &str, seconds: f64) {
+        self.upstream_histogram(backend).observe(seconds);
+    }
+
+    fn upstream_histogram(&self, backend: &str) -> Histogram {
         self.upstream_latency
             .get_or_create(&vec![("backend", backend.to_owned())])
-            .observe(seconds);
+            .clone()
     }
 
     pub fn connection_opened(&self) {
@@ -153,6 +167,96 @@ impl Metrics {
     }
 }
 
+/// More cached series than this (Ingresses × statuses, or backends) and a
+/// cache starts over.
+const MAX_CACHED: usize = 10_000;
+
+/// One worker's handles to the series of [`Metrics::request`] and
+/// [`Metrics::upstream`]: the same counters and histograms (a handle shares
+/// its series), looked up by borrowed keys.
+#[derive(Debug, Default)]
+pub struct MetricHandles {
+    requests: Mutex<RequestHandles>,
+    upstream: Mutex<HashMap<String, Histogram>>,
+}
+
+#[derive(Debug, Default)]
+struct RequestHandles {
+    /// By status, for requests no rule matched.
+    unmatched: Vec<(u16, Counter)>,
+    /// By Ingress, then status.
+    by_ingress: HashMap<IngressName, Vec<(u16, Counter)>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Maps of handles stay usable after a panic elsewhere.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn by_status(
+    handles: &mut Vec<(u16, Counter)>,
+    status: u16,
+    make: impl FnOnce() -> Counter,
+) -> &Counter {
+    let at = match handles.iter().position(|(s, _)| *s == status) {
+        Some(at) => at,
+        None => {
+            handles.push((status, make()));
+            handles.len() - 1
+        }
+    };
+    &handles[at].1
+}
+
+impl MetricHandles {
+    /// Counts a request answered with `status` for `ingress` (`None`: no
+    /// rule matched), as [`Metrics::request`] does.
+    pub fn request(&self, metrics: &Metrics, ingress: Option<&IngressName>, status: u16) {
+        let mut handles = locked(&self.requests);
+        let RequestHandles {
+            unmatched,
+            by_ingress,
+        } = &mut *handles;
+        match ingress {
+            None => {
+                by_status(unmatched, status, || metrics.request_counter("", status)).inc();
+            }
+            Some(name) => {
+                if !by_ingress.contains_key(name) {
+                    if by_ingress.len() >= MAX_CACHED {
+                        by_ingress.clear();
+                    }
+                    by_ingress.insert(name.clone(), Vec::new());
+                }
+                if let Some(statuses) = by_ingress.get_mut(name) {
+                    by_status(statuses, status, || {
+                        metrics.request_counter(&name.to_string(), status)
+                    })
+                    .inc();
+                }
+            }
+        }
+    }
+
+    /// Records an upstream response time for `backend`, as
+    /// [`Metrics::upstream`] does.
+    pub fn upstream(&self, metrics: &Metrics, backend: &str, seconds: f64) {
+        let mut handles = locked(&self.upstream);
+        if let Some(histogram) = handles.get(backend) {
+            histogram.observe(seconds);
+            return;
+        }
+        if handles.len() >= MAX_CACHED {
+            handles.clear();
+        }
+        let histogram = metrics.upstream_histogram(backend);
+        histogram.observe(seconds);
+        handles.insert(backend.to_owned(), histogram);
+    }
+}
+
 /// Serves `/healthz`, `/ready` and `/metrics` on `listener` until the task
 /// is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
@@ -165,4 +269,40 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
         )
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_count_into_the_shared_series() {
+        let metrics = Metrics::new();
+        let one = MetricHandles::default();
+        let two = MetricHandles::default();
+        let shop = IngressName {
+            namespace: "default".to_owned(),
+            name: "shop".to_owned(),
+        };
+        one.request(&metrics, Some(&shop), 200);
+        one.request(&metrics, Some(&shop), 200);
+        two.request(&metrics, Some(&shop), 200);
+        metrics.request("default/shop", 200);
+        one.request(&metrics, Some(&shop), 502);
+        one.request(&metrics, None, 404);
+        one.upstream(&metrics, "default/web:80", 0.001);
+        two.upstream(&metrics, "default/web:80", 0.002);
+        let page = metrics.render();
+        assert!(
+            page.contains(r#"weft_ingress_requests_total{ingress="default/shop",status="200"} 4"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"weft_ingress_requests_total{ingress="default/shop",status="502"} 1"#)
+        );
+        assert!(page.contains(r#"weft_ingress_requests_total{ingress="",status="404"} 1"#));
+        assert!(page.contains(
+            r#"weft_ingress_upstream_response_seconds_count{backend="default/web:80"} 2"#
+        ));
+    }
 }

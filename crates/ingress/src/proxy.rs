@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 
-use crate::ops::Metrics;
+use crate::ops::{MetricHandles, Metrics};
 use crate::routes::{Route, RouteTable};
 use crate::upstream::{Connection, Pool, PooledBody, ProxyBody};
 
@@ -44,12 +44,44 @@ pub struct ProxySettings {
     pub https_redirect_port: u16,
 }
 
-/// What the server knows about the connection a request came on.
-#[derive(Clone, Copy, Debug)]
+/// What the server knows about the connection a request came on, with the
+/// forwarding header values that depend on it alone (made once per
+/// connection, not per request).
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
+    /// The port the connection was accepted on.
+    pub local_port: u16,
     pub tls: bool,
+    /// The client's address: `X-Forwarded-For` and `X-Real-IP`.
+    client: Option<HeaderValue>,
+    /// `X-Forwarded-Port`.
+    port: HeaderValue,
+    /// The `for=…` element of `Forwarded`.
+    forwarded_for: String,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local_port: u16, tls: bool) -> ConnInfo {
+        let client = peer.ip().to_canonical();
+        let forwarded_for = if client.is_ipv6() {
+            format!("for=\"[{client}]\"")
+        } else {
+            format!("for={client}")
+        };
+        ConnInfo {
+            peer,
+            local_port,
+            tls,
+            client: HeaderValue::try_from(client.to_string()).ok(),
+            port: HeaderValue::from(local_port),
+            forwarded_for,
+        }
+    }
+
+    fn proto(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
 }
 
 /// The request handler shared by every connection.
@@ -58,6 +90,8 @@ pub struct Proxy {
     pub table: Arc<ArcSwap<RouteTable>>,
     pub pool: Pool,
     pub metrics: Arc<Metrics>,
+    /// This worker's handles to the per-request metric series.
+    pub handles: MetricHandles,
     pub settings: ProxySettings,
 }
 
@@ -97,14 +131,12 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
 /// form), else the Host header.
 fn request_host<B>(request: &Request<B>) -> Option<String> {
     let raw = match request.uri().authority() {
-        Some(authority) => authority.as_str().to_owned(),
-        None => request
-            .headers()
-            .get(header::HOST)?
-            .to_str()
-            .ok()?
-            .to_owned(),
+        Some(authority) => authority.as_str(),
+        None => request.headers().get(header::HOST)?.to_str().ok()?,
     };
+    if let Some(host) = plain_host(raw) {
+        return Some(host.to_ascii_lowercase());
+    }
     let authority: http::uri::Authority = raw.parse().ok()?;
     Some(
         authority
@@ -112,6 +144,24 @@ fn request_host<B>(request: &Request<B>) -> Option<String> {
             .trim_matches(['[', ']'])
             .to_ascii_lowercase(),
     )
+}
+
+/// The host of the common `name[:port]` authority (letters, digits, `-`
+/// and `.`, an optional numeric port) without parsing it as a URI
+/// authority; `None` for anything else (IPv6 literals, user info, odd
+/// bytes), which takes the full parse.
+fn plain_host(raw: &str) -> Option<&str> {
+    let (host, port) = match raw.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (raw, None),
+    };
+    let name_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    (name_ok && port_ok).then_some(host)
 }
 
 /// Whether the request asks for a protocol upgrade (HTTP/1.1 `Connection:
@@ -134,10 +184,18 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Drops hop-by-hop headers, including those the Connection header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    if headers.contains_key(header::CONNECTION) {
+        // `close` and `keep-alive` are the usual tokens; neither names a
+        // header to drop beyond the fixed list.
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
@@ -159,12 +217,18 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn request(&self, body: ProxyBody) -> Request<ProxyBody> {
+    /// The request of one attempt; `keep` keeps a copy of the headers for
+    /// a later attempt, else they move into this one.
+    fn request(&mut self, body: ProxyBody, keep: bool) -> Request<ProxyBody> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = if keep {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
         request
     }
 }
@@ -184,15 +248,17 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        conn: ConnInfo,
+        conn: Arc<ConnInfo>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // A clone of the URI shares its bytes.
+        let uri = request.uri().clone();
+        let path = uri.path();
         let host = request_host(&request).unwrap_or_default();
         let version = request.version();
         let table = self.table.load_full();
-        let route = table.route(&host, &path).cloned();
+        let route = table.route(&host, path).cloned();
         let (response, upstream) = match &route {
             None => (
                 text(
@@ -204,15 +270,15 @@ impl Proxy {
             Some(route) if route.ssl_redirect && !conn.tls => {
                 (self.redirect(&request, &host), None)
             }
-            Some(route) => self.forward(request, route, &host, conn).await,
+            Some(route) => self.forward(request, route, &host, &conn).await,
         };
         let status = response.status();
-        let ingress = route
-            .as_ref()
-            .map(|r| r.ingress.to_string())
-            .unwrap_or_default();
-        let backend = route.as_ref().map(|r| r.backend.id.as_str()).unwrap_or("");
-        self.metrics.request(&ingress, status.as_u16());
+        self.handles.request(
+            &self.metrics,
+            route.as_ref().map(|r| &r.ingress),
+            status.as_u16(),
+        );
+        // The field values are only computed when the access log is on.
         tracing::info!(
             target: "weft_ingress::access",
             client = %conn.peer,
@@ -222,8 +288,8 @@ impl Proxy {
             version = ?version,
             tls = conn.tls,
             status = status.as_u16(),
-            ingress = %ingress,
-            backend = %backend,
+            ingress = %route.as_ref().map(|r| r.ingress.to_string()).unwrap_or_default(),
+            backend = %route.as_ref().map(|r| r.backend.id.as_str()).unwrap_or(""),
             upstream = %upstream.map(|a: SocketAddr| a.to_string()).unwrap_or_default(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         );
@@ -263,7 +329,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         route: &Arc<Route>,
         host: &str,
-        conn: ConnInfo,
+        conn: &ConnInfo,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let backend = &route.backend;
         if backend.endpoints.is_empty() {
@@ -281,7 +347,7 @@ impl Proxy {
         }
         let upgrade = is_upgrade(&request);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let outgoing = self.outgoing(&request, host, conn, upgrade);
+        let mut outgoing = self.outgoing(&mut request, host, conn, upgrade);
         let body_is_empty = request.body().is_end_stream();
         let idempotent = is_idempotent(request.method());
         let mut body = Some(request.into_body().boxed_unsync());
@@ -292,12 +358,16 @@ impl Proxy {
             self.settings.balance == Balance::LeastRequests,
         );
         order.truncate(self.settings.max_attempts.max(1));
+        let attempts = order.len();
+        // Only a request that may go out again after being sent needs its
+        // headers copied per attempt.
+        let resendable = idempotent && body_is_empty && !upgrade;
 
         let mut failure = Failure::Connect {
             timed_out: false,
             detail: String::new(),
         };
-        for addr in order {
+        for (attempt, addr) in order.into_iter().enumerate() {
             let mut connection = match self.pool.checkout(addr).await {
                 Ok(connection) => connection,
                 Err(error) => {
@@ -320,9 +390,9 @@ impl Proxy {
             let upstream_started = Instant::now();
             let sent = tokio::time::timeout(
                 self.settings.response_timeout,
-                connection
-                    .sender
-                    .try_send_request(outgoing.request(sent_body)),
+                connection.sender.try_send_request(
+                    outgoing.request(sent_body, resendable && attempt + 1 < attempts),
+                ),
             )
             .await;
             match sent {
@@ -331,8 +401,11 @@ impl Proxy {
                     break;
                 }
                 Ok(Ok(response)) => {
-                    self.metrics
-                        .upstream(&backend.id, upstream_started.elapsed().as_secs_f64());
+                    self.handles.upstream(
+                        &self.metrics,
+                        &backend.id,
+                        upstream_started.elapsed().as_secs_f64(),
+                    );
                     let response = self.relay(response, connection, in_flight, client_upgrade);
                     return (response, Some(addr));
                 }
@@ -341,7 +414,9 @@ impl Proxy {
                     tracing::debug!(%addr, error = %error.error(), reused = connection.reused, "upstream request failed");
                     if let Some(unsent) = unsent {
                         // Never written: it can go anywhere, whatever the method.
-                        body = Some(unsent.into_body());
+                        let (parts, unsent) = unsent.into_parts();
+                        outgoing.headers = parts.headers;
+                        body = Some(unsent);
                         failure = Failure::Upstream(error.error().to_string());
                         continue;
                     }
@@ -379,77 +454,78 @@ impl Proxy {
     /// Request line and headers for the upstream: origin-form URI, the
     /// client's Host kept, hop-by-hop headers dropped (Upgrade kept for an
     /// upgrade), `X-Forwarded-*`, `X-Real-IP` and `Forwarded` set from what
-    /// this proxy saw (client-sent values are not trusted).
+    /// this proxy saw (client-sent values are not trusted). The headers move
+    /// out of `request`.
     fn outgoing(
         &self,
-        request: &Request<Incoming>,
+        request: &mut Request<Incoming>,
         host: &str,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         upgrade: bool,
     ) -> Outgoing {
-        let mut headers = request.headers().clone();
+        let mut headers = std::mem::take(request.headers_mut());
+        // Read before stripping: a Connection header may name Host.
+        let authority = match request.uri().authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => headers.get(header::HOST).cloned(),
+        }
+        .or_else(|| HeaderValue::from_str(host).ok());
         let upgrade_value = headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut headers);
         if upgrade && let Some(value) = upgrade_value {
             headers.insert(header::UPGRADE, value);
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| host.to_owned());
-        if let Ok(value) = HeaderValue::from_str(&authority) {
-            headers.insert(header::HOST, value.clone());
-            headers.insert(HeaderName::from_static("x-forwarded-host"), value);
+        let proto = conn.proto();
+        if let Some(client) = &conn.client {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), client.clone());
+            headers.insert(HeaderName::from_static("x-real-ip"), client.clone());
         }
-        let client = conn.peer.ip().to_canonical();
-        let proto = if conn.tls { "https" } else { "http" };
-        let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), value);
-            }
-        };
-        set(&mut headers, "x-forwarded-for", client.to_string());
-        set(&mut headers, "x-real-ip", client.to_string());
-        set(&mut headers, "x-forwarded-proto", proto.to_owned());
-        set(
-            &mut headers,
-            "x-forwarded-port",
-            conn.local.port().to_string(),
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(proto),
         );
-        let for_node = if client.is_ipv6() {
-            format!("\"[{client}]\"")
-        } else {
-            client.to_string()
-        };
-        let forwarded_host = if authority
+        headers.insert(
+            HeaderName::from_static("x-forwarded-port"),
+            conn.port.clone(),
+        );
+        let authority_text = authority
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mut forwarded =
+            String::with_capacity(conn.forwarded_for.len() + authority_text.len() + 24);
+        forwarded.push_str(&conn.forwarded_for);
+        forwarded.push_str(";host=");
+        if authority_text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
         {
-            authority.clone()
+            forwarded.push_str(authority_text);
         } else {
-            format!("\"{}\"", authority.replace(['"', '\\'], ""))
+            forwarded.push('"');
+            forwarded.extend(authority_text.chars().filter(|c| !matches!(c, '"' | '\\')));
+            forwarded.push('"');
+        }
+        forwarded.push_str(";proto=");
+        forwarded.push_str(proto);
+        if let Ok(value) = HeaderValue::try_from(forwarded) {
+            headers.insert(header::FORWARDED, value);
+        }
+        if let Some(value) = authority {
+            headers.insert(header::HOST, value.clone());
+            headers.insert(HeaderName::from_static("x-forwarded-host"), value);
+        }
+        let uri = match request.uri().path_and_query() {
+            // Already origin-form (HTTP/1): the same bytes.
+            Some(_) if request.uri().authority().is_none() => request.uri().clone(),
+            Some(path) => {
+                let mut parts = http::uri::Parts::default();
+                parts.path_and_query = Some(path.clone());
+                Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+            }
+            None => Uri::from_static("/"),
         };
-        set(
-            &mut headers,
-            "forwarded",
-            format!("for={for_node};host={forwarded_host};proto={proto}"),
-        );
-        let uri = request
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .parse::<Uri>()
-            .unwrap_or_else(|_| Uri::from_static("/"));
         Outgoing {
             method: request.method().clone(),
             uri,
@@ -530,6 +606,41 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(request_host(&request).as_deref(), Some("fd00::1"));
+        // The shortcut and the full parse agree; odd authorities take the
+        // full parse.
+        assert_eq!(
+            plain_host("Shop.example.com:8443"),
+            Some("Shop.example.com")
+        );
+        assert_eq!(plain_host("shop"), Some("shop"));
+        assert_eq!(plain_host("[fd00::1]:80"), None);
+        assert_eq!(plain_host("user@shop"), None);
+        assert_eq!(plain_host("shop:"), None);
+        assert_eq!(plain_host("shop:8x"), None);
+        assert_eq!(plain_host(""), None);
+        let request = Request::builder()
+            .uri("/x")
+            .header("host", "bad host")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&request), None);
+    }
+
+    #[test]
+    fn connection_values_are_made_once_per_connection() {
+        let v4 = ConnInfo::new(SocketAddr::from(([10, 1, 2, 3], 5555)), 8443, true);
+        assert_eq!(v4.client, Some(HeaderValue::from_static("10.1.2.3")));
+        assert_eq!(v4.port, HeaderValue::from_static("8443"));
+        assert_eq!(v4.forwarded_for, "for=10.1.2.3");
+        assert_eq!(v4.proto(), "https");
+        let v6: SocketAddr = "[fd00::7]:5555".parse().unwrap();
+        let v6 = ConnInfo::new(v6, 80, false);
+        assert_eq!(v6.forwarded_for, "for=\"[fd00::7]\"");
+        assert_eq!(v6.proto(), "http");
+        // An IPv4 client on a dual-stack socket is reported as IPv4.
+        let mapped: SocketAddr = "[::ffff:10.0.0.9]:1".parse().unwrap();
+        let mapped = ConnInfo::new(mapped, 80, false);
+        assert_eq!(mapped.client, Some(HeaderValue::from_static("10.0.0.9")));
     }
 
     #[test]

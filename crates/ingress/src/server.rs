@@ -132,6 +132,16 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&settings));
+    // Only the port of the accepting socket is used (`X-Forwarded-Port`):
+    // the listener's, without a getsockname per connection.
+    let http_port = http
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    let https_port = https
+        .as_ref()
+        .and_then(|(l, _)| l.local_addr().ok())
+        .map_or(0, |a| a.port());
     tokio::pin!(stop);
     loop {
         let (stream, peer, tls) = tokio::select! {
@@ -153,15 +163,9 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
+        let local_port = if tls.is_some() { https_port } else { http_port };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            peer,
-            local,
-            tls: tls.is_some(),
-        };
+        let info = Arc::new(ConnInfo::new(peer, local_port, tls.is_some()));
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let proxy = proxy.clone();
@@ -222,19 +226,20 @@ async fn accept(listener: Option<&TcpListener>) -> Option<(TcpStream, SocketAddr
 
 async fn serve_connection<I>(
     io: I,
-    info: ConnInfo,
+    info: Arc<ConnInfo>,
     builder: &auto::Builder<TokioExecutor>,
     proxy: Arc<Proxy>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = info.peer;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        proxy.clone().handle(request, info)
+        proxy.clone().handle(request, info.clone())
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(error) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(peer = %info.peer, %error, "client connection ended with an error");
+        tracing::debug!(%peer, %error, "client connection ended with an error");
     }
 }
 

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::CipherSuite;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -73,8 +74,10 @@ pub fn certified_key_from_pem(chain: &[u8], key: &[u8]) -> Result<CertifiedKey, 
         return Err(TlsError::NoCertificate);
     }
     let key = PrivateKeyDer::from_pem_slice(key).map_err(TlsError::Key)?;
-    let signing_key =
-        rustls::crypto::ring::sign::any_supported_type(&key).map_err(TlsError::KeyType)?;
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(TlsError::KeyType)?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(TlsError::Mismatch)?;
     Ok(certified)
@@ -98,21 +101,74 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// The HTTPS listener's rustls configuration (ring provider, TLS 1.2 and
+/// The cryptography of the HTTPS listener: ring, with AES-128-GCM and
+/// SHA-256 suites first (the TLS 1.3 key schedule runs a dozen HMACs per
+/// handshake, and SHA-256 has CPU instructions where SHA-384 has none) and
+/// X25519 first among the key-exchange groups, as nginx has them.
+pub fn provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::{self, kx_group};
+    let base = ring::default_provider();
+    let mut suites = base.cipher_suites.clone();
+    // A stable sort: the other suites keep their order.
+    suites.sort_by_key(|suite| {
+        !matches!(
+            suite.suite(),
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    rustls::crypto::CryptoProvider {
+        cipher_suites: suites,
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        ..base
+    }
+}
+
+/// The HTTPS listener's rustls configuration ([`provider`], TLS 1.2 and
 /// 1.3).
 pub fn server_config(
     table: Arc<ArcSwap<RouteTable>>,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { table }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The provider's suite order, not the client's (which usually puts
+    // AES-256-GCM-SHA384 first).
+    config.ignore_client_order = true;
     // Resumption without server state: session tickets encrypted with a
     // rotating key, one per handshake (each costs an encryption and a
     // record), so that reconnecting clients skip certificate signing.
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes128_sha256_and_x25519_come_first() {
+        let provider = provider();
+        let suites: Vec<CipherSuite> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(suites[0], CipherSuite::TLS13_AES_128_GCM_SHA256);
+        // Nothing dropped.
+        assert_eq!(
+            suites.len(),
+            rustls::crypto::ring::default_provider().cipher_suites.len()
+        );
+        assert!(suites.contains(&CipherSuite::TLS13_AES_256_GCM_SHA384));
+        let groups: Vec<rustls::NamedGroup> = provider.kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            groups,
+            [
+                rustls::NamedGroup::X25519,
+                rustls::NamedGroup::secp256r1,
+                rustls::NamedGroup::secp384r1
+            ]
+        );
+    }
 }
