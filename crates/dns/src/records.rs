@@ -788,13 +788,13 @@ impl Index {
     /// without the trailing dot) of type `qtype` and class `qclass`.
     pub fn find(&self, key: &str, qtype: u16, qclass: u16) -> Found<'_> {
         let in_zone = self.in_zone(key);
-        if !in_zone && !(key.ends_with("in-addr.arpa") || key.ends_with("ip6.arpa")) {
+        if !(in_zone || key.ends_with("in-addr.arpa") || key.ends_with("ip6.arpa")) {
             return Found::NotOurs;
         }
         let entry = self.table.get(key);
         // Reverse names are owned only where the cluster has a PTR (kubeadm's
         // `fallthrough in-addr.arpa ip6.arpa`); every other one is forwarded.
-        if !in_zone && !entry.is_some_and(|d| !d.is_empty()) {
+        if !in_zone && entry.is_none_or(<[u8]>::is_empty) {
             return Found::NotOurs;
         }
         if qclass != wire::CLASS_IN {
