@@ -171,9 +171,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..ZoneSettings::default()
     };
     let index = Index::build(&settings, services, slices, pods);
+    eprintln!(
+        "bench_dns: index of {} names holding records, {} bytes stored",
+        index.len(),
+        index.stored_bytes()
+    );
 
     // Every record of the index, by owner, for the peers.
-    let mut by_owner: BTreeMap<String, Vec<&RData>> = BTreeMap::new();
+    let mut by_owner: BTreeMap<String, Vec<RData>> = BTreeMap::new();
     for (owner, data) in index.records() {
         by_owner.entry(owner.to_owned()).or_default().push(data);
     }

@@ -261,7 +261,7 @@ impl Forwarder {
         let answer = tokio::time::timeout_at(deadline, udp_exchange(upstream, &bytes, &request))
             .await
             .map_err(|_| timeout)??;
-        if !answer.metadata.truncation {
+        if let Some(answer) = answer.filter(|a| !a.metadata.truncation) {
             return Ok(answer);
         }
         let timeout = ForwardError::Timeout {
@@ -294,11 +294,17 @@ fn matches(answer: &Message, request: &Message) -> bool {
             .all(|(a, q)| a.name.eq_ignore_root(&q.name) && a.query_type == q.query_type)
 }
 
+/// Receive buffer of an upstream UDP exchange.
+const UDP_ANSWER_BUFFER: usize = 4096;
+
+/// The upstream's answer over UDP; `None` when it filled the receive
+/// buffer (an upstream ignoring the advertised payload size), so that the
+/// caller asks again over TCP.
 async fn udp_exchange(
     upstream: SocketAddr,
     bytes: &[u8],
     request: &Message,
-) -> Result<Message, ForwardError> {
+) -> Result<Option<Message>, ForwardError> {
     let io = |source| ForwardError::Io { upstream, source };
     let local: SocketAddr = if upstream.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
@@ -308,13 +314,19 @@ async fn udp_exchange(
     let socket = UdpSocket::bind(local).await.map_err(io)?;
     socket.connect(upstream).await.map_err(io)?;
     socket.send(bytes).await.map_err(io)?;
-    let mut buf = vec![0u8; 65535];
+    // Room for answers well past the 1232 bytes asked for; not 64 KB per
+    // question in flight, which with hundreds in flight is megabytes of
+    // memory the allocator keeps.
+    let mut buf = vec![0u8; UDP_ANSWER_BUFFER];
     loop {
         let n = socket.recv(&mut buf).await.map_err(io)?;
+        if n >= buf.len() {
+            return Ok(None);
+        }
         // Anything else (a late answer, spoofing) is ignored.
         if let Ok(answer) = Message::from_vec(&buf[..n]) {
             if matches(&answer, request) {
-                return Ok(answer);
+                return Ok(Some(answer));
             }
         }
     }

@@ -62,6 +62,12 @@ impl Hosts {
         self.by_name.is_empty()
     }
 
+    /// Whether the file answers for `key` (a lower-case name without the
+    /// trailing dot), forward or reverse.
+    pub fn lists(&self, key: &str) -> bool {
+        self.by_name.contains_key(key) || self.by_reverse.contains_key(key)
+    }
+
     /// The answer for a name the file lists, [`Answer::NotOurs`] otherwise.
     pub fn answer(&self, query: &Query) -> Answer {
         let key = key_of(&query.name);

@@ -9,6 +9,7 @@
 //! - [`server`]: wire format, UDP/TCP serving, limits, truncation.
 //! - [`source`]: rebuilds the index off the query path on cluster changes.
 //! - [`ops`]: `/healthz`, `/ready`, `/metrics`.
+//! - [`wire`]: reading common queries and writing records without hickory.
 //! - [`config`]: the TOML configuration and its defaults.
 //!
 //! This crate changes no kernel state: it only opens its sockets.
@@ -29,6 +30,7 @@ pub mod ops;
 pub mod records;
 pub mod server;
 pub mod source;
+pub mod wire;
 
 pub use config::Config;
 use forward::Forwarder;

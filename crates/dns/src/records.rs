@@ -7,14 +7,20 @@
 //! `dns-version`), the difference between NXDOMAIN and NODATA, and the SOA
 //! of negative answers. Does no I/O: the server swaps whole indexes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::op::{Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder, Restrict};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::wire::{self, rtype};
 
 /// The schema version answered at `dns-version.<zone>`.
 pub const SCHEMA_VERSION: &str = "1.1.0";
@@ -73,24 +79,6 @@ pub enum Answer {
     NotOurs,
 }
 
-/// The whole zone at one moment, immutable once built.
-#[derive(Clone, Debug)]
-pub struct Index {
-    /// The zone, lower case, no trailing dot.
-    zone: String,
-    zone_name: Name,
-    ttl: u32,
-    pods: PodMode,
-    /// Lower-case owner name (no trailing dot) → its records' data.
-    names: HashMap<String, Vec<RData>>,
-    /// Names that own nothing but have descendants (RFC 8020: NODATA).
-    empty_non_terminals: HashSet<String>,
-    /// (namespace, address) of every Pod, for `pods verified`.
-    pod_ips: HashSet<(String, IpAddr)>,
-    /// When the index was built; the SOA serial.
-    serial: u32,
-}
-
 /// Lower-case key of a name: ASCII, no trailing dot.
 pub fn key_of(name: &Name) -> String {
     let mut s = name.to_ascii().to_ascii_lowercase();
@@ -125,10 +113,11 @@ fn undashed(label: &str) -> Option<IpAddr> {
         .map(IpAddr::V6)
 }
 
-fn address(ip: IpAddr) -> RData {
+/// The record type and stored data of an address record.
+fn address(ip: IpAddr) -> (u16, Vec<u8>) {
     match ip {
-        IpAddr::V4(v4) => RData::A(A(v4)),
-        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+        IpAddr::V4(v4) => (rtype::A, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (rtype::AAAA, v6.octets().to_vec()),
     }
 }
 
@@ -142,25 +131,127 @@ fn srv_prefix(port_name: &str, protocol: Option<&str>) -> String {
     format!("_{}._{proto}", port_name.to_ascii_lowercase())
 }
 
-/// Names and records gathered while building, deduplicated.
+/// The uncompressed wire form of a name given in presentation form, if it
+/// is a valid name.
+fn wire_name(s: &str) -> Option<Vec<u8>> {
+    let name = fqdn(s)?;
+    let mut out = Vec::with_capacity(s.len() + 2);
+    let mut encoder = BinEncoder::new(&mut out);
+    name.emit(&mut encoder).ok()?;
+    Some(out)
+}
+
+/// A private-use type number marking an SRV record whose weight is not
+/// known until every target of its owner is: its data is the port then
+/// the target. Never stored in an [`Index`].
+const PENDING_SRV: u16 = 0xff00;
+
+/// One record of the build log: owner, type and data.
+type LogEntry<'a> = (&'a [u8], u16, &'a [u8]);
+
+fn log_entry(log: &[u8], offset: u32) -> Option<LogEntry<'_>> {
+    let at = usize::try_from(offset).ok()?;
+    let owner_len = usize::from(*log.get(at)?);
+    let owner = log.get(at + 1..at + 1 + owner_len)?;
+    let rest = at + 1 + owner_len;
+    let head = log.get(rest..rest + 4)?;
+    let rtype = u16::from_be_bytes([head[0], head[1]]);
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    Some((owner, rtype, log.get(rest + 4..rest + 4 + len)?))
+}
+
+/// Records gathered while building, in one byte log rather than one small
+/// allocation per name: large buffers, which the allocator gives back to
+/// the system once the index is built, so that building a big zone does
+/// not leave the process larger than the index itself. An entry is
+/// `owner length (1) | owner | type (2) | data length (2) | data`;
+/// duplicates are removed when [`Builder::sorted`] sorts the log.
 #[derive(Default)]
 struct Builder {
-    names: BTreeMap<String, Vec<RData>>,
-    /// SRV owner → (port, target), weights given once all are known.
-    srv: BTreeMap<String, BTreeSet<(u16, String)>>,
+    log: Vec<u8>,
+    entries: Vec<u32>,
 }
 
 impl Builder {
-    fn add(&mut self, owner: &str, data: RData) {
-        let records = self.names.entry(owner.to_owned()).or_default();
-        if !records.contains(&data) {
-            records.push(data);
+    fn add(&mut self, owner: &str, rtype: u16, rdata: &[u8]) {
+        let (Ok(owner_len), Ok(len), Ok(offset)) = (
+            u8::try_from(owner.len()),
+            u16::try_from(rdata.len()),
+            u32::try_from(self.log.len()),
+        ) else {
+            return;
+        };
+        self.log.push(owner_len);
+        self.log.extend_from_slice(owner.as_bytes());
+        self.log.extend_from_slice(&rtype.to_be_bytes());
+        self.log.extend_from_slice(&len.to_be_bytes());
+        self.log.extend_from_slice(rdata);
+        self.entries.push(offset);
+    }
+
+    fn add_address(&mut self, owner: &str, ip: IpAddr) {
+        let (rtype, rdata) = address(ip);
+        self.add(owner, rtype, &rdata);
+    }
+
+    fn add_name_target(&mut self, owner: &str, rtype: u16, target: &str) {
+        if let Some(target) = wire_name(target) {
+            self.add(owner, rtype, &target);
         }
     }
 
-    fn add_name_target(&mut self, owner: &str, target: &str, make: fn(Name) -> RData) {
-        if let Some(target) = fqdn(target) {
-            self.add(owner, make(target));
+    /// An SRV record of `owner` to `target`; its weight is set in
+    /// [`Builder::sorted`] from the number of targets.
+    fn add_srv(&mut self, owner: &str, port: u16, target: &str) {
+        if let Some(target) = wire_name(target) {
+            let mut data = Vec::with_capacity(2 + target.len());
+            data.extend_from_slice(&port.to_be_bytes());
+            data.extend_from_slice(&target);
+            self.add(owner, PENDING_SRV, &data);
+        }
+    }
+
+    /// The entries sorted by owner, type and data, without duplicates.
+    fn sorted(&mut self) {
+        let log = &self.log;
+        let key = |o: &u32| log_entry(log, *o);
+        self.entries.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+        self.entries.dedup_by(|a, b| key(a) == key(b));
+    }
+
+    /// The owners' records grouped, in owner order (after [`Builder::sorted`]).
+    fn groups(&self) -> impl Iterator<Item = (&str, Vec<LogEntry<'_>>)> + '_ {
+        let mut entries = self
+            .entries
+            .iter()
+            .filter_map(|o| log_entry(&self.log, *o))
+            .peekable();
+        std::iter::from_fn(move || {
+            let first = entries.next()?;
+            let mut group = vec![first];
+            while let Some(next) = entries.next_if(|e| e.0 == first.0) {
+                group.push(next);
+            }
+            Some((std::str::from_utf8(first.0).unwrap_or_default(), group))
+        })
+    }
+}
+
+/// The stored records of one owner's log entries: SRV weights set to an
+/// equal share of 100 among the owner's targets.
+fn stored_group(group: &[LogEntry<'_>], out: &mut Vec<u8>) {
+    out.clear();
+    let targets = group.iter().filter(|e| e.1 == PENDING_SRV).count();
+    let weight = u16::try_from(100 / targets.max(1)).unwrap_or(1).max(1);
+    for &(_, rtype, data) in group {
+        if rtype == PENDING_SRV {
+            let mut rdata = Vec::with_capacity(4 + data.len());
+            rdata.extend_from_slice(&0u16.to_be_bytes());
+            rdata.extend_from_slice(&weight.to_be_bytes());
+            rdata.extend_from_slice(data);
+            wire::push_stored(out, rtype::SRV, &rdata);
+        } else {
+            wire::push_stored(out, rtype, data);
         }
     }
 }
@@ -174,19 +265,16 @@ fn is_ready(ep: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
 /// once; [`Index::build`] adds them all in one go.
 pub struct IndexBuilder {
     zone: String,
-    zone_name: Name,
     settings: ZoneSettings,
     b: Builder,
-    pod_ips: HashSet<(String, IpAddr)>,
+    pod_ips: HashSet<(Box<str>, IpAddr)>,
 }
 
 impl IndexBuilder {
     pub fn new(settings: &ZoneSettings) -> IndexBuilder {
         let zone = settings.zone.trim_end_matches('.').to_ascii_lowercase();
-        let zone_name = fqdn(&zone).unwrap_or_else(Name::root);
         IndexBuilder {
             zone,
-            zone_name,
             settings: settings.clone(),
             b: Builder::default(),
             pod_ips: HashSet::new(),
@@ -233,7 +321,7 @@ impl IndexBuilder {
 
             if spec.type_.as_deref() == Some("ExternalName") {
                 if let Some(ext) = spec.external_name.as_deref() {
-                    b.add_name_target(&base, ext.trim_end_matches('.'), |n| RData::CNAME(CNAME(n)));
+                    b.add_name_target(&base, rtype::CNAME, ext.trim_end_matches('.'));
                 }
                 continue;
             }
@@ -252,8 +340,8 @@ impl IndexBuilder {
                     continue;
                 }
                 for ip in ips {
-                    b.add(&base, address(ip));
-                    b.add_name_target(&reverse_key(ip), &base, |n| RData::PTR(PTR(n)));
+                    b.add_address(&base, ip);
+                    b.add_name_target(&reverse_key(ip), rtype::PTR, &base);
                 }
                 for port in spec.ports.iter().flatten() {
                     let (Some(port_name), Ok(number)) =
@@ -263,10 +351,7 @@ impl IndexBuilder {
                     };
                     let owner =
                         format!("{}.{base}", srv_prefix(port_name, port.protocol.as_deref()));
-                    b.srv
-                        .entry(owner)
-                        .or_default()
-                        .insert((number, base.clone()));
+                    b.add_srv(&owner, number, &base);
                 }
                 continue;
             }
@@ -291,9 +376,9 @@ impl IndexBuilder {
                             .map(str::to_ascii_lowercase)
                             .unwrap_or_else(|| dashed(ip));
                         let host = format!("{label}.{base}");
-                        b.add(&base, address(ip));
-                        b.add(&host, address(ip));
-                        b.add_name_target(&reverse_key(ip), &host, |n| RData::PTR(PTR(n)));
+                        b.add_address(&base, ip);
+                        b.add_address(&host, ip);
+                        b.add_name_target(&reverse_key(ip), rtype::PTR, &host);
                         for port in slice.ports.iter().flatten() {
                             let (Some(port_name), Some(number)) = (
                                 port.name.as_deref().filter(|n| !n.is_empty()),
@@ -305,10 +390,7 @@ impl IndexBuilder {
                                 "{}.{base}",
                                 srv_prefix(port_name, port.protocol.as_deref())
                             );
-                            b.srv
-                                .entry(owner)
-                                .or_default()
-                                .insert((number, host.clone()));
+                            b.add_srv(&owner, number, &host);
                         }
                     }
                 }
@@ -329,7 +411,7 @@ impl IndexBuilder {
                     .map(|p| p.ip.as_str())
                     .chain(status.pod_ip.as_deref());
                 for ip in ips.filter_map(|s| s.parse::<IpAddr>().ok()) {
-                    pod_ips.insert((ns.to_ascii_lowercase(), ip));
+                    pod_ips.insert((ns.to_ascii_lowercase().into_boxed_str(), ip));
                 }
             }
         }
@@ -339,72 +421,276 @@ impl IndexBuilder {
     pub fn finish(self) -> Index {
         let IndexBuilder {
             zone,
-            zone_name,
             settings,
             mut b,
             pod_ips,
         } = self;
-        for (owner, targets) in std::mem::take(&mut b.srv) {
-            let weight = u16::try_from(100 / targets.len().max(1))
-                .unwrap_or(1)
-                .max(1);
-            for (port, target) in targets {
-                if let Some(target) = fqdn(&target) {
-                    b.add(&owner, RData::SRV(SRV::new(0, weight, port, target)));
-                }
-            }
-        }
+        let version = SCHEMA_VERSION.as_bytes();
+        let mut txt = vec![u8::try_from(version.len()).unwrap_or(0)];
+        txt.extend_from_slice(version);
+        b.add(&format!("dns-version.{zone}"), rtype::TXT, &txt);
+        b.add_name_target(&zone, rtype::NS, &format!("ns.dns.{zone}"));
+        b.sorted();
 
-        b.add(
-            &format!("dns-version.{zone}"),
-            RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_owned()])),
-        );
-        if let Some(ns_name) = fqdn(&format!("ns.dns.{zone}")) {
-            b.add(&zone, RData::NS(NS(ns_name)));
-        }
-
-        let mut empty_non_terminals = HashSet::new();
-        for owner in b.names.keys() {
-            let mut rest = owner.as_str();
+        // Names that own nothing but have descendants, in a log of their
+        // own: every parent of an owner that is not an owner itself.
+        let owners: Vec<&[u8]> = b.groups().map(|(owner, _)| owner.as_bytes()).collect();
+        let is_owner = |name: &str| owners.binary_search(&name.as_bytes()).is_ok();
+        let mut empty = Builder::default();
+        for &owner in &owners {
+            let mut rest = std::str::from_utf8(owner).unwrap_or_default();
             while let Some((_, parent)) = rest.split_once('.') {
-                if !b.names.contains_key(parent) {
-                    empty_non_terminals.insert(parent.to_owned());
+                if !is_owner(parent) {
+                    empty.add(parent, 0, &[]);
                 }
                 rest = parent;
             }
         }
         for name in ["svc", "pod"] {
-            empty_non_terminals.insert(format!("{name}.{zone}"));
+            empty.add(&format!("{name}.{zone}"), 0, &[]);
         }
         for (ns, _) in &pod_ips {
-            empty_non_terminals.insert(format!("{ns}.pod.{zone}"));
+            let name = format!("{ns}.pod.{zone}");
+            if !is_owner(&name) {
+                empty.add(&name, 0, &[]);
+            }
         }
+        drop(owners);
+        empty.sorted();
 
         let serial = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u32::try_from(d.as_secs() % u64::from(u32::MAX)).unwrap_or(1))
             .unwrap_or(1);
 
+        // Sized exactly first: the arena is never reallocated while filled.
+        let mut scratch = Vec::new();
+        let (mut names, mut bytes) = (empty.entries.len(), 0);
+        for (owner, group) in b.groups() {
+            stored_group(&group, &mut scratch);
+            names += 1;
+            bytes += Table::entry_len(owner, &scratch);
+        }
+        for (owner, _) in empty.groups() {
+            bytes += Table::entry_len(owner, &[]);
+        }
+        let mut table = Table::with_capacity(names, bytes);
+        for (owner, group) in b.groups() {
+            stored_group(&group, &mut scratch);
+            table.insert(owner, &scratch);
+        }
+        drop(b);
+        for (owner, _) in empty.groups() {
+            if table.get(owner).is_none() {
+                table.insert(owner, &[]);
+            }
+        }
+        drop(empty);
+        table.shrink_to_fit();
+
+        let zone_wire = wire_name(&zone).unwrap_or_else(|| vec![0]);
+        let mut soa = Vec::new();
+        wire::push_name(&mut soa, &format!("ns.dns.{zone}"));
+        wire::push_name(&mut soa, &format!("hostmaster.{zone}"));
+        for n in [serial, 7200, 1800, 86400, settings.ttl] {
+            soa.extend_from_slice(&n.to_be_bytes());
+        }
+
         Index {
             zone,
-            zone_name,
+            zone_wire,
+            soa,
+            serial,
             ttl: settings.ttl,
             pods: settings.pods,
-            // Exact capacities: most names own one record, and a `Vec` grown
-            // by one push holds room for four.
-            names: b
-                .names
-                .into_iter()
-                .map(|(owner, mut data)| {
-                    data.shrink_to_fit();
-                    (owner, data)
-                })
-                .collect(),
-            empty_non_terminals,
+            table,
             pod_ips,
-            serial,
         }
     }
+}
+
+/// Every owner name with its stored records in one byte arena, found
+/// through a hash table of arena offsets: about the names' and records'
+/// own bytes plus five bytes of table per name. An entry is
+/// `key length (1) | key | data length (4) | data`; an empty non-terminal
+/// has no data.
+#[derive(Clone)]
+struct Table {
+    arena: Vec<u8>,
+    slots: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("names", &self.slots.len())
+            .field("arena_bytes", &self.arena.len())
+            .finish()
+    }
+}
+
+/// One entry of the arena: its key, its data, and where the next begins.
+fn entry_at(arena: &[u8], offset: usize) -> Option<(&str, &[u8], usize)> {
+    let key_len = usize::from(*arena.get(offset)?);
+    let key = arena.get(offset + 1..offset + 1 + key_len)?;
+    let len_at = offset + 1 + key_len;
+    let len = arena.get(len_at..len_at + 4)?;
+    let len = usize::try_from(u32::from_be_bytes([len[0], len[1], len[2], len[3]])).ok()?;
+    let data = arena.get(len_at + 4..len_at + 4 + len)?;
+    Some((std::str::from_utf8(key).ok()?, data, len_at + 4 + len))
+}
+
+impl Table {
+    fn with_capacity(names: usize, bytes: usize) -> Table {
+        Table {
+            arena: Vec::with_capacity(bytes),
+            slots: HashTable::with_capacity(names),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    /// The arena bytes of an entry.
+    fn entry_len(key: &str, data: &[u8]) -> usize {
+        1 + key.len() + 4 + data.len()
+    }
+
+    /// Adds a name not yet in the table. Keys longer than 255 bytes (never
+    /// a valid name) are skipped.
+    fn insert(&mut self, key: &str, data: &[u8]) {
+        let (Ok(key_len), Ok(data_len), Ok(offset)) = (
+            u8::try_from(key.len()),
+            u32::try_from(data.len()),
+            u32::try_from(self.arena.len()),
+        ) else {
+            return;
+        };
+        self.arena.push(key_len);
+        self.arena.extend_from_slice(key.as_bytes());
+        self.arena.extend_from_slice(&data_len.to_be_bytes());
+        self.arena.extend_from_slice(data);
+        let hash = self.hasher.hash_one(key.as_bytes());
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.slots.insert_unique(hash, offset, |&o| {
+            let key = usize::try_from(o)
+                .ok()
+                .and_then(|o| entry_at(arena, o))
+                .map_or("", |(k, _, _)| k);
+            hasher.hash_one(key.as_bytes())
+        });
+    }
+
+    /// The stored records of `key`: empty for an empty non-terminal.
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        let hash = self.hasher.hash_one(key.as_bytes());
+        let arena = &self.arena;
+        let found = self.slots.find(hash, |&o| {
+            usize::try_from(o)
+                .ok()
+                .and_then(|o| entry_at(arena, o))
+                .is_some_and(|(k, _, _)| k == key)
+        })?;
+        let (_, data, _) = entry_at(arena, usize::try_from(*found).ok()?)?;
+        Some(data)
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.arena.shrink_to_fit();
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.slots.shrink_to_fit(|&o| {
+            let key = usize::try_from(o)
+                .ok()
+                .and_then(|o| entry_at(arena, o))
+                .map_or("", |(k, _, _)| k);
+            hasher.hash_one(key.as_bytes())
+        });
+    }
+
+    /// Every entry, in insertion order.
+    fn entries(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let (key, data, next) = entry_at(&self.arena, at)?;
+            at = next;
+            Some((key, data))
+        })
+    }
+}
+
+/// The whole zone at one moment, immutable once built.
+#[derive(Clone, Debug)]
+pub struct Index {
+    /// The zone, lower case, no trailing dot.
+    zone: String,
+    zone_wire: Vec<u8>,
+    /// The SOA record's data.
+    soa: Vec<u8>,
+    /// When the index was built; the SOA serial.
+    serial: u32,
+    ttl: u32,
+    pods: PodMode,
+    /// Lower-case owner name (no trailing dot) → its records; names that
+    /// own nothing but have descendants (RFC 8020: NODATA) with none.
+    table: Table,
+    /// (namespace, address) of every Pod, for `pods verified`.
+    pod_ips: HashSet<(Box<str>, IpAddr)>,
+}
+
+/// Which of a name's records answer a question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Select {
+    /// Only its CNAME (the question is for another type).
+    Cname,
+    /// Those of this type; every one for ANY.
+    Type(u16),
+}
+
+impl Select {
+    fn takes(self, record_type: u16) -> bool {
+        match self {
+            Select::Cname => record_type == rtype::CNAME,
+            Select::Type(rtype::ANY) => true,
+            Select::Type(t) => t == record_type,
+        }
+    }
+}
+
+/// What the index holds for one question, before it is written out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found<'a> {
+    /// Outside the zone, or a reverse name the cluster does not own.
+    NotOurs,
+    /// A class other than IN: REFUSED, no SOA.
+    Refused,
+    /// NXDOMAIN or NODATA (NOERROR): the zone SOA in the authority section.
+    Negative(ResponseCode),
+    /// Records of a name (never an empty selection).
+    Records(&'a [u8], SelectOf),
+    /// The zone's SOA, asked for at the apex.
+    Soa,
+    /// A pod record's address, of the asked type.
+    Pod(IpAddr),
+}
+
+/// The selection of a [`Found::Records`], opaque to callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelectOf(Select);
+
+impl Found<'_> {
+    /// An ExternalName's CNAME answering a question for another type: the
+    /// server resolves the target too.
+    pub fn is_cname_for_other_type(&self) -> bool {
+        matches!(self, Found::Records(_, SelectOf(Select::Cname)))
+    }
+}
+
+/// The counts and rcode of what [`Index::write`] appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub rcode: ResponseCode,
+    pub answers: u16,
+    pub authority: u16,
+    pub additionals: u16,
 }
 
 impl Index {
@@ -435,30 +721,49 @@ impl Index {
         &self.zone
     }
 
+    /// The TTL of every record.
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
     /// Every record the index holds, as (lower-case owner name without the
     /// trailing dot, data), in no particular order: what a zone file of the
     /// cluster would list. Pod records (synthesized per question) and the
     /// SOA ([`Index::soa`]) are not among them.
-    pub fn records(&self) -> impl Iterator<Item = (&str, &RData)> + '_ {
-        self.names
-            .iter()
-            .flat_map(|(owner, data)| data.iter().map(move |d| (owner.as_str(), d)))
+    pub fn records(&self) -> impl Iterator<Item = (&str, RData)> + '_ {
+        self.table.entries().flat_map(|(owner, data)| {
+            wire::stored_records(data).filter_map(move |r| {
+                let mut decoder = BinDecoder::new(r.rdata);
+                let length = Restrict::new(u16::try_from(r.rdata.len()).ok()?);
+                let data = RData::read(&mut decoder, RecordType::from(r.rtype), length).ok()?;
+                Some((owner, data))
+            })
+        })
     }
 
     /// Number of owner names holding records.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.table
+            .entries()
+            .filter(|(_, data)| !data.is_empty())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.len() == 0
+    }
+
+    /// Bytes the index keeps for its names and records (the arena and the
+    /// hash table's slots), for the memory figures.
+    pub fn stored_bytes(&self) -> usize {
+        self.table.arena.capacity() + self.table.slots.capacity() * (size_of::<u32>() + 1)
     }
 
     /// The zone's SOA record, as put in the authority section.
     pub fn soa(&self) -> Record {
         let name = |s: &str| fqdn(&format!("{s}.{}", self.zone)).unwrap_or_else(Name::root);
         Record::from_rdata(
-            self.zone_name.clone(),
+            fqdn(&self.zone).unwrap_or_else(Name::root),
             self.ttl,
             RData::SOA(SOA::new(
                 name("ns.dns"),
@@ -479,110 +784,187 @@ impl Index {
                 .is_some_and(|head| head.ends_with('.'))
     }
 
-    /// The authoritative answer to `query`, or [`Answer::NotOurs`] for names
-    /// outside the zone and reverse names the cluster does not own.
-    pub fn answer(&self, query: &Query) -> Answer {
-        let key = key_of(&query.name);
+    /// What the index holds for a question about `key` (a lower-case name
+    /// without the trailing dot) of type `qtype` and class `qclass`.
+    pub fn find(&self, key: &str, qtype: u16, qclass: u16) -> Found<'_> {
+        let in_zone = self.in_zone(key);
+        if !(in_zone || key.ends_with("in-addr.arpa") || key.ends_with("ip6.arpa")) {
+            return Found::NotOurs;
+        }
+        let entry = self.table.get(key);
         // Reverse names are owned only where the cluster has a PTR (kubeadm's
         // `fallthrough in-addr.arpa ip6.arpa`); every other one is forwarded.
-        let owned_reverse = (key.ends_with("in-addr.arpa") || key.ends_with("ip6.arpa"))
-            && self.names.contains_key(&key);
-        if !self.in_zone(&key) && !owned_reverse {
-            return Answer::NotOurs;
+        if !in_zone && entry.is_none_or(<[u8]>::is_empty) {
+            return Found::NotOurs;
         }
-        if query.query_class != DNSClass::IN {
-            return self.negative(ResponseCode::Refused);
+        if qclass != wire::CLASS_IN {
+            return Found::Refused;
         }
-        if let Some(data) = self.names.get(&key) {
-            return self.positive(query, data);
+        if let Some(data) = entry.filter(|d| !d.is_empty()) {
+            if qtype == rtype::SOA && key == self.zone {
+                return Found::Soa;
+            }
+            let has_cname = wire::stored_records(data).any(|r| r.rtype == rtype::CNAME);
+            let select = if has_cname && qtype != rtype::CNAME {
+                Select::Cname
+            } else {
+                Select::Type(qtype)
+            };
+            if wire::stored_records(data).any(|r| select.takes(r.rtype)) {
+                return Found::Records(data, SelectOf(select));
+            }
+            return Found::Negative(ResponseCode::NoError);
         }
-        if let Some(answer) = self.pod_answer(query, &key) {
-            return answer;
+        if let Some(ip) = self.pod_address(key) {
+            let matches = match ip {
+                IpAddr::V4(_) => matches!(qtype, rtype::A | rtype::ANY),
+                IpAddr::V6(_) => matches!(qtype, rtype::AAAA | rtype::ANY),
+            };
+            return if matches {
+                Found::Pod(ip)
+            } else {
+                Found::Negative(ResponseCode::NoError)
+            };
         }
-        if self.empty_non_terminals.contains(&key) || self.is_insecure_pod_namespace(&key) {
-            return self.negative(ResponseCode::NoError);
+        if entry.is_some() || self.is_insecure_pod_namespace(key) {
+            return Found::Negative(ResponseCode::NoError);
         }
-        self.negative(ResponseCode::NXDomain)
+        Found::Negative(ResponseCode::NXDomain)
     }
 
     fn is_insecure_pod_namespace(&self, key: &str) -> bool {
         self.pods == PodMode::Insecure
             && key
-                .strip_suffix(&format!(".pod.{}", self.zone))
+                .strip_suffix(self.zone.as_str())
+                .and_then(|head| head.strip_suffix(".pod."))
                 .is_some_and(|ns| !ns.is_empty() && !ns.contains('.'))
     }
 
-    fn pod_answer(&self, query: &Query, key: &str) -> Option<Answer> {
-        let head = key.strip_suffix(&format!(".pod.{}", self.zone))?;
+    /// The address a pod name stands for, when pod records answer it.
+    fn pod_address(&self, key: &str) -> Option<IpAddr> {
+        let head = key
+            .strip_suffix(self.zone.as_str())?
+            .strip_suffix(".pod.")?;
         let (label, ns) = head.split_once('.')?;
         if ns.contains('.') || self.pods == PodMode::Disabled {
             return None;
         }
         let ip = undashed(label)?;
-        if self.pods == PodMode::Verified && !self.pod_ips.contains(&(ns.to_owned(), ip)) {
+        if self.pods == PodMode::Verified && !self.pod_ips.contains(&(Box::from(ns), ip)) {
             return None;
         }
-        Some(self.positive(query, &[address(ip)]))
+        Some(ip)
     }
 
-    fn positive(&self, query: &Query, data: &[RData]) -> Answer {
-        let qtype = query.query_type;
-        let record = |d: &RData| Record::from_rdata(query.name.clone(), self.ttl, d.clone());
-        let cname: Vec<Record> = data
-            .iter()
-            .filter(|d| matches!(d, RData::CNAME(_)))
-            .map(record)
-            .collect();
-        let answers: Vec<Record> = if !cname.is_empty() && qtype != RecordType::CNAME {
-            cname
-        } else {
-            data.iter()
-                .filter(|d| qtype == RecordType::ANY || d.record_type() == qtype)
-                .map(record)
-                .collect()
+    fn write_soa(&self, out: &mut Vec<u8>, owner: &[u8]) {
+        wire::push_record(out, owner, rtype::SOA, self.ttl, &self.soa);
+    }
+
+    /// Appends the answer, authority and additional records of `found` to
+    /// `out`, which holds the response's header and question, the question
+    /// name starting at offset 12 (answers point at it). The caller sets
+    /// the counts and rcode returned in the header.
+    pub fn write(&self, found: Found<'_>, out: &mut Vec<u8>) -> Written {
+        const QUESTION_NAME: [u8; 2] = [0xc0, 0x0c];
+        let mut written = Written {
+            rcode: ResponseCode::NoError,
+            answers: 0,
+            authority: 0,
+            additionals: 0,
         };
-        let answers = if qtype == RecordType::SOA && key_of(&query.name) == self.zone {
-            vec![self.soa()]
-        } else {
-            answers
-        };
-        if answers.is_empty() {
-            return self.negative(ResponseCode::NoError);
-        }
-        let mut additionals = Vec::new();
-        for a in &answers {
-            if let RData::SRV(srv) = &a.data {
-                let target = key_of(&srv.target);
-                for d in self.names.get(&target).into_iter().flatten() {
-                    if matches!(d, RData::A(_) | RData::AAAA(_)) {
-                        additionals.push(Record::from_rdata(
-                            srv.target.clone(),
-                            self.ttl,
-                            d.clone(),
-                        ));
+        match found {
+            Found::NotOurs => {}
+            Found::Refused => written.rcode = ResponseCode::Refused,
+            Found::Negative(rcode) => {
+                written.rcode = rcode;
+                written.authority = 1;
+                self.write_soa(out, &self.zone_wire);
+            }
+            Found::Soa => {
+                written.answers = 1;
+                self.write_soa(out, &QUESTION_NAME);
+            }
+            Found::Pod(ip) => {
+                let (rtype, rdata) = match ip {
+                    IpAddr::V4(v4) => (rtype::A, v4.octets().to_vec()),
+                    IpAddr::V6(v6) => (rtype::AAAA, v6.octets().to_vec()),
+                };
+                written.answers = 1;
+                wire::push_record(out, &QUESTION_NAME, rtype, self.ttl, &rdata);
+            }
+            Found::Records(data, SelectOf(select)) => {
+                // Where each SRV target landed in `out`, for the additional
+                // section's owner names.
+                let mut targets: Vec<(usize, &[u8])> = Vec::new();
+                for r in wire::stored_records(data).filter(|r| select.takes(r.rtype)) {
+                    if r.rtype == rtype::SRV {
+                        // Owner pointer (2), type, class, TTL, length (10),
+                        // then priority, weight and port (6).
+                        targets.push((out.len() + 18, r.rdata.get(6..).unwrap_or_default()));
+                    }
+                    wire::push_record(out, &QUESTION_NAME, r.rtype, self.ttl, r.rdata);
+                    written.answers = written.answers.saturating_add(1);
+                }
+                for (at, target) in targets {
+                    let Some((key, _)) = wire::Key::from_wire(target) else {
+                        continue;
+                    };
+                    let Some(target_data) = self.table.get(key.as_str()) else {
+                        continue;
+                    };
+                    let owner = wire::pointer(at).map_or_else(|| target.to_vec(), |p| p.to_vec());
+                    for r in wire::stored_records(target_data)
+                        .filter(|r| matches!(r.rtype, rtype::A | rtype::AAAA))
+                    {
+                        wire::push_record(out, &owner, r.rtype, self.ttl, r.rdata);
+                        written.additionals = written.additionals.saturating_add(1);
                     }
                 }
             }
         }
-        Answer::Authoritative {
-            rcode: ResponseCode::NoError,
-            answers,
-            authority: Vec::new(),
-            additionals,
-        }
+        written
     }
 
-    fn negative(&self, rcode: ResponseCode) -> Answer {
-        let authority = if rcode == ResponseCode::Refused {
-            Vec::new()
-        } else {
-            vec![self.soa()]
-        };
-        Answer::Authoritative {
-            rcode,
-            answers: Vec::new(),
-            authority,
-            additionals: Vec::new(),
+    /// The authoritative answer to `query`, or [`Answer::NotOurs`] for names
+    /// outside the zone and reverse names the cluster does not own: what
+    /// [`Index::write`] puts on the wire, read back as records.
+    pub fn answer(&self, query: &Query) -> Answer {
+        let key = key_of(&query.name);
+        let found = self.find(
+            &key,
+            u16::from(query.query_type),
+            u16::from(query.query_class),
+        );
+        if found == Found::NotOurs {
+            return Answer::NotOurs;
+        }
+        let mut bytes = vec![0u8; wire::HEADER_LEN];
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_offset(wire::HEADER_LEN);
+        if query.emit(&mut encoder).is_err() {
+            return Answer::NotOurs;
+        }
+        let written = self.write(found, &mut bytes);
+        let counts = [1, written.answers, written.authority, written.additionals];
+        for (i, count) in counts.into_iter().enumerate() {
+            if let Some(slot) = bytes.get_mut(4 + 2 * i..6 + 2 * i) {
+                slot.copy_from_slice(&count.to_be_bytes());
+            }
+        }
+        if let Some(flags) = bytes.get_mut(2) {
+            *flags = 0x84;
+        }
+        match Message::from_vec(&bytes) {
+            Ok(message) => Answer::Authoritative {
+                rcode: written.rcode,
+                answers: message.answers,
+                authority: message.authorities,
+                additionals: message.additionals,
+            },
+            Err(e) => {
+                tracing::warn!(name = %query.name, error = %e, "cannot read back an answer");
+                Answer::NotOurs
+            }
         }
     }
 }
