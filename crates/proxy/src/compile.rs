@@ -58,7 +58,7 @@ use ipnet::IpNet;
 use weft_nft::expr::{Expr, NatFlags, NumgenKind, Reg, RejectKind, Rule, matches};
 use weft_nft::{Chain, ChainType, Element, Family, Hook, KeyType, Set, TableRef, Value, Verdict};
 
-use crate::service::{Endpoint, ServicePort};
+use crate::service::{Endpoint, Protocol, ServicePort};
 
 /// The mark bit that asks `nat-postrouting` to masquerade (kube-proxy's).
 pub const MASQUERADE_MARK: u32 = 0x4000;
@@ -456,6 +456,22 @@ pub(crate) fn skeleton(rs: &mut Ruleset, fam: Fam, config: &ProxyConfig) {
         matches::set_mark_bits(MASQUERADE_MARK, Reg::R0),
         None,
     );
+    // TCP is refused with a reset, everything else with port unreachable.
+    // An ICMP error that reaches a connecting socket while its owner holds
+    // the socket lock (a client on this node: the whole path runs in the
+    // softirq of the client's own `connect()`) is only a soft error for
+    // TCP, and an IPv6 client then waited for its SYN retransmission (1 s)
+    // to be refused; a reset is queued to the socket's backlog instead and
+    // refuses at once, in both families.
+    rs.rule(
+        REJECT_CHAIN,
+        vec![
+            Expr::l4proto(Reg::R0),
+            Expr::cmp_eq(Reg::R0, [Protocol::Tcp.number()]),
+            Expr::Reject(RejectKind::TcpReset),
+        ],
+        Some("TCP: reset".into()),
+    );
     rs.rule(
         REJECT_CHAIN,
         vec![Expr::Reject(RejectKind::PortUnreachable)],
@@ -477,7 +493,7 @@ pub(crate) fn skeleton(rs: &mut Ruleset, fam: Fam, config: &ProxyConfig) {
         vec![
             fam.daddr(Reg::R0),
             Expr::in_set(CLUSTER_IPS, Reg::R0),
-            Expr::Reject(RejectKind::PortUnreachable),
+            Expr::goto(REJECT_CHAIN),
         ],
         Some("reject traffic to unknown ports of ClusterIPs".into()),
     );

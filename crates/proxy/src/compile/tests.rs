@@ -248,6 +248,36 @@ fn a_service_without_endpoints_is_rejected_not_dispatched() {
 }
 
 #[test]
+fn rejected_tcp_gets_a_reset_and_everything_else_port_unreachable_in_both_families() {
+    // An ICMP error reaching a connecting TCP socket while its owner holds
+    // the lock is a soft error: an IPv6 client on the node waited for its
+    // SYN retransmission (1 s) instead of being refused at once.
+    for family in [Family::Ip, Family::Ip6] {
+        let rs = compile(family, &[], &config());
+        let rules: Vec<&Vec<Expr>> = rs.rules[REJECT_CHAIN].iter().map(|r| &r.exprs).collect();
+        assert_eq!(
+            rules,
+            [
+                &vec![
+                    Expr::l4proto(Reg::R0),
+                    Expr::cmp_eq(Reg::R0, [6u8]),
+                    Expr::Reject(RejectKind::TcpReset),
+                ],
+                &vec![Expr::Reject(RejectKind::PortUnreachable)],
+            ],
+            "{family:?}"
+        );
+        // Unknown ports of a ClusterIP are refused the same way.
+        let unknown = &rs.rules["cluster-ips-check"][0].exprs;
+        assert_eq!(
+            unknown.last(),
+            Some(&Expr::goto(REJECT_CHAIN)),
+            "{family:?}"
+        );
+    }
+}
+
+#[test]
 fn nodeport_with_cluster_policy_masquerades_then_joins_the_service_chain() {
     let mut port = web(vec![ep("10.244.2.5", 8080, "node-2")]);
     port.node_port = Some(30080);
