@@ -223,7 +223,12 @@ impl Reconciler {
         match Netlink::in_namespace(&self.ns)
             .and_then(|mut netlink| netlink.require_link(&config.uplink))
         {
-            Ok(uplink) => config.uplink_mtu = uplink.mtu,
+            Ok(uplink) => {
+                config.uplink_mtu = uplink.mtu;
+                config.uplink_gso_max_size = uplink
+                    .gso_ipv4_max_size
+                    .unwrap_or(weft_podnet::LEGACY_GSO_MAX_SIZE);
+            }
             Err(err) => {
                 report
                     .errors

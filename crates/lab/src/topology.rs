@@ -12,6 +12,23 @@ use weft_linux::{NetNs, Netlink, RouteSpec, VethSpec, sysctl};
 use crate::LabError;
 use crate::layout::{EXTERNAL_IP, LAN, LAN_BRIDGE, LAN_GATEWAY, Layout};
 
+/// GSO/GRO max size of the LAN's wires (both ends of every veth plugged
+/// into `lan0`, and `lan0` itself once it has a port): the lab's NICs have BIG TCP on, as a
+/// node's NIC can (`ip link set eth0 gso_ipv4_max_size 196608 ...`), so the
+/// agents, which make the pod bridge and pods follow their uplink, give the
+/// pods BIG TCP in host-gw mode. 192 KiB, the size Cilium uses for BIG TCP.
+pub const LAN_GSO_MAX_SIZE: u32 = 196_608;
+
+/// Turns BIG TCP on for one of the LAN's wires where the kernel can (Linux
+/// 6.3 and later take sizes above 64 KiB for IPv4): an optimization only,
+/// so a kernel that refuses it leaves the wire at its default size and the
+/// lab works the same, a little slower.
+fn try_big_tcp(netlink: &mut Netlink, link: &str) {
+    if let Err(e) = netlink.set_gso_max_size(link, LAN_GSO_MAX_SIZE) {
+        tracing::debug!(link, error = %e, "BIG TCP not available on this kernel; default GSO size kept");
+    }
+}
+
 fn lan_address(ip: std::net::Ipv4Addr) -> IpNet {
     IpNet::V4(Ipv4Net::new_assert(ip, LAN.prefix_len()))
 }
@@ -34,8 +51,13 @@ fn plug(lan: &NetNs, port: &str, host_ns: &NetNs, ip: std::net::Ipv4Addr) -> Res
         ..VethSpec::default()
     })?;
     lan_netlink.set_master(port, Some(LAN_BRIDGE))?;
+    try_big_tcp(&mut lan_netlink, port);
+    // A bridge may take a size only up to its ports' TSO limit, known once
+    // it has a port.
+    try_big_tcp(&mut lan_netlink, LAN_BRIDGE);
     lan_netlink.set_up(port)?;
     let mut host_netlink = Netlink::in_namespace(host_ns)?;
+    try_big_tcp(&mut host_netlink, "eth0");
     host_netlink.ensure_address("eth0", lan_address(ip))?;
     host_netlink.set_up("eth0")?;
     Ok(())

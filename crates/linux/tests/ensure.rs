@@ -294,6 +294,7 @@ fn link_settings_read_back_as_set() {
         .set_mac("port0", [0x0a, 0x58, 0, 0, 0, 0x09])
         .unwrap();
     netlink.set_promisc("port0", true).unwrap();
+    netlink.set_gso_max_size("port0", 196_608).unwrap();
     netlink.set_up("port0").unwrap();
 
     let bridge = netlink.require_link("br0").unwrap();
@@ -304,6 +305,7 @@ fn link_settings_read_back_as_set() {
     assert_eq!(port.mtu, 1300);
     assert_eq!(port.mac, Some([0x0a, 0x58, 0, 0, 0, 0x09]));
     assert!(port.promisc);
+    assert_eq!(port.gso_ipv4_max_size, Some(196_608));
     assert!(port.up);
 
     netlink.set_master("port0", None).unwrap();

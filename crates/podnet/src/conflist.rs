@@ -62,19 +62,23 @@ pub fn conflist(plan: &Plan, options: &ConflistOptions) -> Value {
     if let (Some(dir), Some(object)) = (&options.ipam_data_dir, ipam.as_object_mut()) {
         object.insert("dataDir".to_owned(), json!(dir.display().to_string()));
     }
+    let mut bridge = json!({
+        "type": format!("{prefix}bridge"),
+        "bridge": plan.config.bridge,
+        "isGateway": true,
+        "isDefaultGateway": true,
+        "hairpinMode": true,
+        "mtu": plan.mtu,
+        "ipam": ipam,
+    });
+    if let (Some(size), Some(object)) = (plan.gso_max_size, bridge.as_object_mut()) {
+        object.insert("gsoMaxSize".to_owned(), json!(size));
+    }
     json!({
         "cniVersion": "1.1.0",
         "name": options.network,
         "plugins": [
-            {
-                "type": format!("{prefix}bridge"),
-                "bridge": plan.config.bridge,
-                "isGateway": true,
-                "isDefaultGateway": true,
-                "hairpinMode": true,
-                "mtu": plan.mtu,
-                "ipam": ipam,
-            },
+            bridge,
             {
                 "type": format!("{prefix}portmap"),
                 "capabilities": { "portMappings": true },
@@ -195,5 +199,23 @@ mod tests {
             [CONFLIST_FILE, LOOPBACK_FILE],
             "temporary files left"
         );
+    }
+
+    #[test]
+    fn gso_max_size_goes_to_the_bridge_plugin_only_when_raised() {
+        let plain = conflist(&vxlan_plan(), &ConflistOptions::default());
+        assert!(plain["plugins"][0].get("gsoMaxSize").is_none());
+        let nodes = [NodeNet {
+            name: "node-1".into(),
+            address: "192.168.10.11".parse().unwrap(),
+            pod_cidr: Some("10.244.1.0/24".parse().unwrap()),
+        }];
+        let config = Config {
+            uplink_gso_max_size: 196_608,
+            ..Config::default()
+        };
+        let plan = plan(&config, "node-1", &nodes).unwrap();
+        let big = conflist(&plan, &ConflistOptions::default());
+        assert_eq!(big["plugins"][0]["gsoMaxSize"], 196_608);
     }
 }

@@ -21,4 +21,6 @@ pub mod masquerade;
 pub mod plan;
 
 pub use apply::{ApplyError, Changes, apply};
-pub use plan::{Config, Mode, NodeNet, Peer, Plan, PlanError, Vtep, plan, vtep_mac};
+pub use plan::{
+    Config, LEGACY_GSO_MAX_SIZE, Mode, NodeNet, Peer, Plan, PlanError, Vtep, plan, vtep_mac,
+};

@@ -435,6 +435,33 @@ fn dual_stack_add_configures_ipv4_and_ipv6_with_default_routes_for_both() {
     assert!(c1.ping(ip("10.91.0.3")));
 }
 
+#[test]
+fn gso_max_size_raises_both_veth_ends_and_the_bridge_for_big_tcp() {
+    if !root() {
+        return;
+    }
+    let node = Node::new();
+    let container = TestNs::new();
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "podnet", "type": "bridge",
+        "bridge": "cni-test0", "isDefaultGateway": true, "gsoMaxSize": 196_608,
+        "ipam": {"type": "host-local", "dataDir": node.data.path(),
+                 "ranges": [[{"subnet": "10.92.0.0/24"}]]}
+    });
+    let result = node
+        .weft("bridge", &node.call("ADD", &container, "c1"), &conf)
+        .ok();
+    let host_veth = result["interfaces"][1]["name"].as_str().unwrap().to_owned();
+    let mut on_node = node.ns.netlink();
+    for name in ["cni-test0", host_veth.as_str()] {
+        let link = on_node.require_link(name).unwrap();
+        assert_eq!(link.gso_ipv4_max_size, Some(196_608), "{name}");
+    }
+    let inside = container.netlink().require_link("eth0").unwrap();
+    assert_eq!(inside.gso_ipv4_max_size, Some(196_608));
+    assert!(container.ping(ip("10.92.0.1")));
+}
+
 /// Comments of the masquerade rules in the node's `ip weft-cni` table.
 fn masquerade_rules(node: &Node) -> Vec<String> {
     let mut nft = weft_nft::Nft::open_in(node.ns.ns()).unwrap();

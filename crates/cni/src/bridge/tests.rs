@@ -167,3 +167,13 @@ fn masquerade_rule_matches_the_pod_address_and_ends_in_masquerade() {
     };
     assert_eq!(owner.comment(), "weft-bridge pods c1 eth0");
 }
+
+#[test]
+fn gso_max_size_is_read_and_zero_means_the_kernel_default() {
+    assert_eq!(load(json!({})).unwrap().gso_max_size, None);
+    assert_eq!(load(json!({"gsoMaxSize": 0})).unwrap().gso_max_size, None);
+    assert_eq!(
+        load(json!({"gsoMaxSize": 196_608})).unwrap().gso_max_size,
+        Some(196_608)
+    );
+}

@@ -122,3 +122,19 @@ fn an_uplink_mtu_too_small_for_vxlan_is_refused() {
         Err(PlanError::MtuTooSmall(600))
     );
 }
+
+#[test]
+fn pods_follow_an_uplink_with_big_tcp_in_host_gw_mode_only() {
+    let big = Config {
+        uplink_gso_max_size: 196_608,
+        ..Config::default()
+    };
+    let plan_of = |config: &Config| plan(config, "node-1", &three_nodes()).unwrap();
+    assert_eq!(plan_of(&big).gso_max_size, Some(196_608));
+    assert_eq!(plan_of(&Config::default()).gso_max_size, None);
+    let vxlan = Config {
+        mode: Mode::Vxlan,
+        ..big
+    };
+    assert_eq!(plan_of(&vxlan).gso_max_size, None);
+}
