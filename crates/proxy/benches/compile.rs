@@ -16,26 +16,15 @@ const ENDPOINTS: u32 = 5;
 
 fn services() -> Vec<ServicePort> {
     (0..SERVICES)
-        .map(|index| ServicePort {
-            name: PortName {
+        .map(|index| {
+            let name = PortName {
                 namespace: "bench".into(),
                 name: format!("svc-{index:05}"),
                 port: String::new(),
                 protocol: Protocol::Tcp,
-            },
-            port: 80,
-            cluster_ips: vec![IpAddr::V4(Ipv4Addr::from(
-                u32::from_be_bytes([10, 96, 0, 0]) + index,
-            ))],
-            node_port: None,
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            source_ranges: vec![],
-            affinity_timeout: None,
-            external_local: false,
-            internal_local: false,
-            health_check_node_port: None,
-            endpoints: (0..ENDPOINTS)
+            };
+            let cluster_ip = IpAddr::V4(Ipv4Addr::from(u32::from_be_bytes([10, 96, 0, 0]) + index));
+            let endpoints = (0..ENDPOINTS)
                 .map(|e| Endpoint {
                     ip: IpAddr::V4(Ipv4Addr::from(
                         u32::from_be_bytes([10, 248, 0, 0]) + index * ENDPOINTS + e,
@@ -46,7 +35,8 @@ fn services() -> Vec<ServicePort> {
                     serving: true,
                     terminating: false,
                 })
-                .collect(),
+                .collect();
+            ServicePort::new(name, 80, vec![cluster_ip], endpoints)
         })
         .collect()
 }

@@ -302,24 +302,14 @@ fn service_name(index: usize) -> String {
 /// `size` ClusterIP Services of 5 endpoints; the last one is measured.
 fn services(size: usize) -> Vec<ServicePort> {
     (0..size)
-        .map(|index| ServicePort {
-            name: PortName {
+        .map(|index| {
+            let name = PortName {
                 namespace: "bench".into(),
                 name: service_name(index),
                 port: String::new(),
                 protocol: Protocol::Tcp,
-            },
-            port: SERVICE_PORT,
-            cluster_ips: vec![IpAddr::V4(cluster_ip(index))],
-            node_port: None,
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            source_ranges: vec![],
-            affinity_timeout: None,
-            external_local: false,
-            internal_local: false,
-            health_check_node_port: None,
-            endpoints: endpoint_ips(size, index)
+            };
+            let endpoints = endpoint_ips(size, index)
                 .into_iter()
                 .map(|ip| Endpoint {
                     ip: IpAddr::V4(ip),
@@ -329,7 +319,13 @@ fn services(size: usize) -> Vec<ServicePort> {
                     serving: true,
                     terminating: false,
                 })
-                .collect(),
+                .collect();
+            ServicePort::new(
+                name,
+                SERVICE_PORT,
+                vec![IpAddr::V4(cluster_ip(index))],
+                endpoints,
+            )
         })
         .collect()
 }

@@ -135,6 +135,32 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
+    /// A port reached only on its ClusterIPs, with Kubernetes' defaults for
+    /// the rest (no NodePort, external or load-balancer IPs, no affinity,
+    /// Cluster traffic policies): what a test or benchmark starts from,
+    /// setting other fields with struct update syntax.
+    pub fn new(
+        name: PortName,
+        port: u16,
+        cluster_ips: Vec<IpAddr>,
+        endpoints: Vec<Endpoint>,
+    ) -> ServicePort {
+        ServicePort {
+            name,
+            port,
+            cluster_ips,
+            node_port: None,
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            source_ranges: Vec::new(),
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+            health_check_node_port: None,
+            endpoints,
+        }
+    }
+
     /// Endpoints that take traffic, by Kubernetes' rules: the ready ones; if
     /// none is ready, the serving-and-terminating ones; never the others.
     /// With `only_node`, only endpoints on that node count.

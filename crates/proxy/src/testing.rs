@@ -22,33 +22,27 @@ pub fn cluster_ip_port(
     endpoints: &[&str],
     node: Option<&str>,
 ) -> ServicePort {
-    ServicePort {
-        name: PortName {
-            namespace: "default".into(),
-            name: name.into(),
-            port: String::new(),
-            protocol,
-        },
-        port: 80,
-        cluster_ips: vec![cluster_ip.parse().expect("a cluster IP")],
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
-        endpoints: endpoints
-            .iter()
-            .map(|ip| Endpoint {
-                ip: ip.parse().expect("an endpoint IP"),
-                port: 8080,
-                node: node.map(str::to_owned),
-                ready: true,
-                serving: true,
-                terminating: false,
-            })
-            .collect(),
-    }
+    let name = PortName {
+        namespace: "default".into(),
+        name: name.into(),
+        port: String::new(),
+        protocol,
+    };
+    let endpoints = endpoints
+        .iter()
+        .map(|ip| Endpoint {
+            ip: ip.parse().expect("an endpoint IP"),
+            port: 8080,
+            node: node.map(str::to_owned),
+            ready: true,
+            serving: true,
+            terminating: false,
+        })
+        .collect();
+    ServicePort::new(
+        name,
+        80,
+        vec![cluster_ip.parse().expect("a cluster IP")],
+        endpoints,
+    )
 }

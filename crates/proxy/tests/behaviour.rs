@@ -4,14 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use support::UdpBackend;
 use weft_linux::{RouteSpec, VethSpec, sysctl};
 use weft_nft::{Conntrack, Family, Nft};
 use weft_proxy::incremental::{MIN_SET_SIZE, set_size};
@@ -60,47 +61,6 @@ fn attach_pod(node: &TestNs, pod: &TestNs, index: usize, address: &str) {
         .unwrap();
 }
 
-/// A UDP server answering every datagram with a name, on a thread of the
-/// test whose socket lives in the pod's namespace. (socat's forking UDP
-/// server lets a child swallow datagrams meant for the next client.)
-struct UdpBackend {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl UdpBackend {
-    fn start(pod: &TestNs, port: u16, name: &str) -> UdpBackend {
-        let socket = pod.run(|| UdpSocket::bind(("0.0.0.0", port))).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let answer = format!("{name}\n");
-        let thread = std::thread::spawn(move || {
-            let mut buffer = [0u8; 512];
-            while !stopped.load(Ordering::Relaxed) {
-                if let Ok((_, peer)) = socket.recv_from(&mut buffer) {
-                    let _ = socket.send_to(answer.as_bytes(), peer);
-                }
-            }
-        });
-        UdpBackend {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpBackend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A backend answering TCP 8080 with its name, TCP 8081 with the client
 /// address it saw, and echoing on TCP 9000.
 fn start_backend(pod: &TestNs, name: &str) {
@@ -129,7 +89,12 @@ fn lab(backends: usize) -> Lab {
     for (i, pod) in pods.iter().enumerate() {
         attach_pod(&node, pod, i, &pod_ip(i));
         start_backend(pod, &format!("backend-{i}"));
-        udp_backends.push(UdpBackend::start(pod, 5353, &format!("backend-{i}")));
+        udp_backends.push(UdpBackend::start_on(
+            "0.0.0.0",
+            pod,
+            5353,
+            &format!("backend-{i}"),
+        ));
     }
     let client = TestNs::new();
     attach_pod(&node, &client, 99, "10.244.1.99");
@@ -172,35 +137,24 @@ fn wait_until_backend_answers(client: &TestNs, i: usize) {
 }
 
 fn service(endpoints: &[(usize, &str)]) -> ServicePort {
-    ServicePort {
-        name: PortName {
-            namespace: "default".into(),
-            name: "web".into(),
-            port: String::new(),
-            protocol: Protocol::Tcp,
-        },
-        port: 80,
-        cluster_ips: vec![CLUSTER_IP.parse().unwrap()],
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
-        endpoints: endpoints
-            .iter()
-            .map(|(i, node)| Endpoint {
-                ip: pod_ip(*i).parse().unwrap(),
-                port: 8080,
-                node: Some((*node).to_owned()),
-                ready: true,
-                serving: true,
-                terminating: false,
-            })
-            .collect(),
-    }
+    let name = PortName {
+        namespace: "default".into(),
+        name: "web".into(),
+        port: String::new(),
+        protocol: Protocol::Tcp,
+    };
+    let endpoints = endpoints
+        .iter()
+        .map(|(i, node)| Endpoint {
+            ip: pod_ip(*i).parse().unwrap(),
+            port: 8080,
+            node: Some((*node).to_owned()),
+            ready: true,
+            serving: true,
+            terminating: false,
+        })
+        .collect();
+    ServicePort::new(name, 80, vec![CLUSTER_IP.parse().unwrap()], endpoints)
 }
 
 fn with_target(

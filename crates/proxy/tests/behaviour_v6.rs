@@ -5,21 +5,21 @@
 //! table (and `ip weft` for the dual-stack Service) by one
 //! [`ServiceSyncer`] per family, as the agent does.
 //!
-//! Self-contained on purpose (helpers are copied from `behaviour.rs`, not
-//! shared): every namespace has duplicate address detection off
+//! Every namespace has duplicate address detection off
 //! (`accept_dad=0`, set before its links exist) so addresses are usable at
 //! once, and forwarding is on in the node namespace only.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use support::UdpBackend;
 use weft_linux::{RouteSpec, VethSpec, sysctl};
 use weft_nft::{Conntrack, Element, Family, Nft, TableRef, Value};
 use weft_proxy::{Endpoint, PortName, Protocol, ProxyConfig, ServicePort, ServiceSyncer};
@@ -117,47 +117,6 @@ fn attach_pod(node: &TestNs, pod: &TestNs, index: usize) {
     }
 }
 
-/// A UDP server answering every datagram with a name, on a thread of the
-/// test whose socket (`[::]`, which also takes IPv4 in a fresh namespace:
-/// `bindv6only` is 0) lives in the pod's namespace.
-struct UdpBackend {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl UdpBackend {
-    fn start(pod: &TestNs, port: u16, name: &str) -> UdpBackend {
-        let socket = pod.run(|| UdpSocket::bind(("::", port))).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let answer = format!("{name}\n");
-        let thread = std::thread::spawn(move || {
-            let mut buffer = [0u8; 512];
-            while !stopped.load(Ordering::Relaxed) {
-                if let Ok((_, peer)) = socket.recv_from(&mut buffer) {
-                    let _ = socket.send_to(answer.as_bytes(), peer);
-                }
-            }
-        });
-        UdpBackend {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpBackend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A backend answering TCP 8080 with its name and TCP 8081 with the client
 /// address it saw, on both families (`[::]` with `ipv6only=0`).
 fn start_backend(pod: &TestNs, name: &str) {
@@ -191,7 +150,12 @@ fn lab(backends: usize) -> Lab {
     for (i, pod) in pods.iter().enumerate() {
         attach_pod(&node, pod, i);
         start_backend(pod, &format!("backend-{i}"));
-        udp_backends.push(UdpBackend::start(pod, 5353, &format!("backend-{i}")));
+        udp_backends.push(UdpBackend::start_on(
+            "::",
+            pod,
+            5353,
+            &format!("backend-{i}"),
+        ));
     }
     let client = host();
     attach_pod(&node, &client, CLIENT);
@@ -269,25 +233,18 @@ fn service(
     cluster_ips: &[&str],
     endpoints: Vec<Endpoint>,
 ) -> ServicePort {
-    ServicePort {
-        name: PortName {
-            namespace: "default".into(),
-            name: name.into(),
-            port: String::new(),
-            protocol,
-        },
+    let name = PortName {
+        namespace: "default".into(),
+        name: name.into(),
+        port: String::new(),
+        protocol,
+    };
+    ServicePort::new(
+        name,
         port,
-        cluster_ips: cluster_ips.iter().map(|text| ip(text)).collect(),
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
+        cluster_ips.iter().map(|text| ip(text)).collect(),
         endpoints,
-    }
+    )
 }
 
 /// IPv6 endpoints on `target` of pods `pods`, all on node-1.

@@ -18,25 +18,13 @@ fn ep(ip: &str, port: u16, node: &str) -> Endpoint {
 }
 
 fn web(endpoints: Vec<Endpoint>) -> ServicePort {
-    ServicePort {
-        name: PortName {
-            namespace: "default".into(),
-            name: "web".into(),
-            port: "http".into(),
-            protocol: Protocol::Tcp,
-        },
-        port: 80,
-        cluster_ips: vec!["10.96.0.20".parse().unwrap()],
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
-        endpoints,
-    }
+    let name = PortName {
+        namespace: "default".into(),
+        name: "web".into(),
+        port: "http".into(),
+        protocol: Protocol::Tcp,
+    };
+    ServicePort::new(name, 80, vec!["10.96.0.20".parse().unwrap()], endpoints)
 }
 
 fn config() -> ProxyConfig {

@@ -3,38 +3,10 @@ use weft_nft::Op;
 
 use super::*;
 use crate::compile::{BALANCE_BY_RULES_UP_TO, ProxyConfig, compile};
-use crate::service::{Endpoint, PortName, Protocol, ServicePort};
+use crate::service::{Protocol, ServicePort};
 
 fn port(name: &str, cluster_ip: &str, endpoints: &[&str]) -> ServicePort {
-    ServicePort {
-        name: PortName {
-            namespace: "default".into(),
-            name: name.into(),
-            port: String::new(),
-            protocol: Protocol::Tcp,
-        },
-        port: 80,
-        cluster_ips: vec![cluster_ip.parse().unwrap()],
-        node_port: None,
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        source_ranges: vec![],
-        affinity_timeout: None,
-        external_local: false,
-        internal_local: false,
-        health_check_node_port: None,
-        endpoints: endpoints
-            .iter()
-            .map(|ip| Endpoint {
-                ip: ip.parse().unwrap(),
-                port: 8080,
-                node: None,
-                ready: true,
-                serving: true,
-                terminating: false,
-            })
-            .collect(),
-    }
+    crate::testing::cluster_ip_port(name, Protocol::Tcp, cluster_ip, endpoints, None)
 }
 
 fn rules(ports: &[ServicePort]) -> Ruleset {
