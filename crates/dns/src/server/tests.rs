@@ -42,17 +42,38 @@ fn handler() -> Handler {
 }
 
 fn query(name: &str, edns: Option<u16>) -> Vec<u8> {
+    query_of(name, RecordType::A, edns)
+}
+
+/// A recursion-desired query for `name` of `qtype`, with an OPT record
+/// advertising `edns` when given.
+fn query_of(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
     let mut m = Message::query();
-    m.add_query(Query::query(
-        Name::from_ascii(name).expect("name"),
-        RecordType::A,
-    ));
+    m.metadata.id = 4242;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
     if let Some(size) = edns {
         let mut e = Edns::new();
         e.set_max_payload(size);
         m.set_edns(e);
     }
     m.to_vec().expect("encode")
+}
+
+/// The general path's answer to `bytes` over UDP and the fast path's, if
+/// it takes the query.
+fn both_paths(handler: &Handler, bytes: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let now = std::time::Instant::now();
+    let general = handler
+        .answer_general(bytes, Transport::Udp, now)
+        .ok()
+        .flatten()
+        .expect("the general path answers without an upstream");
+    let view = super::QueryView::parse(bytes).expect("a query of the common shape");
+    (
+        general,
+        handler.answer_fast(&view, bytes, Transport::Udp, now),
+    )
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {
@@ -241,24 +262,8 @@ fn fast_path_answers_exactly_as_the_general_path() {
     let mut fast_answers = 0;
     for (name, qtype) in questions {
         for edns in [None, Some(1232)] {
-            let mut m = Message::query();
-            m.metadata.id = 4242;
-            m.metadata.recursion_desired = true;
-            m.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
-            if let Some(size) = edns {
-                let mut e = Edns::new();
-                e.set_max_payload(size);
-                m.set_edns(e);
-            }
-            let bytes = m.to_vec().expect("encode");
-            let now = std::time::Instant::now();
-            let general = handler
-                .answer_general(&bytes, Transport::Udp, now)
-                .ok()
-                .flatten()
-                .expect("the general path answers");
-            let view = super::QueryView::parse(&bytes).expect("a common query");
-            let Some(fast) = handler.answer_fast(&view, &bytes, Transport::Udp, now) else {
+            let (general, fast) = both_paths(&handler, &query_of(name, qtype, edns));
+            let Some(fast) = fast else {
                 continue;
             };
             fast_answers += 1;
@@ -273,17 +278,8 @@ fn fast_path_answers_exactly_as_the_general_path() {
 fn fast_path_truncates_like_the_general_path() {
     let handler = handler();
     for edns in [None, Some(512), Some(1232)] {
-        let bytes = query("big.default.svc.cluster.local.", edns);
-        let now = std::time::Instant::now();
-        let general = handler
-            .answer_general(&bytes, Transport::Udp, now)
-            .ok()
-            .flatten()
-            .expect("general answer");
-        let view = super::QueryView::parse(&bytes).expect("a common query");
-        let fast = handler
-            .answer_fast(&view, &bytes, Transport::Udp, now)
-            .expect("fast answer");
+        let (general, fast) = both_paths(&handler, &query("big.default.svc.cluster.local.", edns));
+        let fast = fast.expect("fast answer");
         assert_eq!(sections(&fast), sections(&general));
         // 60 addresses take about 1 KB: they fit only in a 1232-byte buffer.
         let truncated = Message::from_vec(&fast).expect("read").metadata.truncation;
@@ -355,26 +351,8 @@ fn cached_forwarded_answers_come_out_of_the_fast_path_as_out_of_the_general_one(
 
     for name in ["www.example.com.", "WWW.Example.COM.", "gone.example.com."] {
         for edns in [None, Some(1232)] {
-            let mut m = Message::query();
-            m.metadata.id = 7;
-            m.metadata.recursion_desired = true;
-            m.add_query(Query::query(n(name), RecordType::A));
-            if let Some(size) = edns {
-                let mut e = Edns::new();
-                e.set_max_payload(size);
-                m.set_edns(e);
-            }
-            let bytes = m.to_vec().expect("encode");
-            let now = std::time::Instant::now();
-            let general = handler
-                .answer_general(&bytes, Transport::Udp, now)
-                .ok()
-                .flatten()
-                .expect("a cached answer needs no upstream");
-            let view = super::QueryView::parse(&bytes).expect("a common query");
-            let fast = handler
-                .answer_fast(&view, &bytes, Transport::Udp, now)
-                .expect("a cache hit");
+            let (general, fast) = both_paths(&handler, &query(name, edns));
+            let fast = fast.expect("a cache hit");
             assert_eq!(sections(&fast), sections(&general), "{name}");
             let read = Message::from_vec(&fast).expect("read");
             assert!(!read.metadata.authoritative);
@@ -384,9 +362,10 @@ fn cached_forwarded_answers_come_out_of_the_fast_path_as_out_of_the_general_one(
     // A miss goes to the general path (which forwards).
     let bytes = query("other.example.com.", None);
     let view = super::QueryView::parse(&bytes).expect("a common query");
+    let now = std::time::Instant::now();
     assert!(
         handler
-            .answer_fast(&view, &bytes, Transport::Udp, std::time::Instant::now())
+            .answer_fast(&view, &bytes, Transport::Udp, now)
             .is_none()
     );
 }
