@@ -218,13 +218,15 @@ impl Metrics {
 /// Serves `/healthz`, `/ready` and `/metrics` on `listener` until the task
 /// is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    weft_ops::serve(listener, move |path| {
-        weft_ops::standard_page(
-            path,
-            metrics.is_ready(),
-            "waiting for the first cluster sync",
-            || metrics.render(),
-        )
-    })
-    .await;
+    weft_ops::serve_standard(listener, metrics, "waiting for the first cluster sync").await;
+}
+
+impl weft_ops::Health for Metrics {
+    fn is_ready(&self) -> bool {
+        Metrics::is_ready(self)
+    }
+
+    fn render(&self) -> String {
+        Metrics::render(self)
+    }
 }

@@ -56,6 +56,27 @@ pub fn standard_page(
 }
 
 /// Serves `respond(path)` on `listener` until the task is dropped.
+/// What a daemon reports on its operations endpoint.
+pub trait Health: Send + Sync + 'static {
+    /// Whether `/ready` answers 200.
+    fn is_ready(&self) -> bool;
+    /// The Prometheus text of `/metrics`.
+    fn render(&self) -> String;
+}
+
+/// Serves [`standard_page`] from `health` on `listener` until the task is
+/// dropped; `/ready` answers `not_ready` until `health` is ready.
+pub async fn serve_standard<H: Health>(
+    listener: TcpListener,
+    health: Arc<H>,
+    not_ready: &'static str,
+) {
+    serve(listener, move |path| {
+        standard_page(path, health.is_ready(), not_ready, || health.render())
+    })
+    .await;
+}
+
 pub async fn serve<F>(listener: TcpListener, respond: F)
 where
     F: Fn(&str) -> Response<Full<Bytes>> + Send + Sync + 'static,
