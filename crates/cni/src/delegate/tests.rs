@@ -68,3 +68,77 @@ fn plugin_missing_from_cni_path_is_error_7() {
     let err = run("../bin/sh", Command::Add, &args_for(dir.path()), b"{}").unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidNetworkConfig);
 }
+
+#[test]
+fn only_the_same_file_counts_as_this_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("weft");
+    fs::write(&binary, b"binary").unwrap();
+    let link = dir.path().join("host-local");
+    std::os::unix::fs::symlink(&binary, &link).unwrap();
+    let copy = dir.path().join("copy");
+    fs::copy(&binary, &copy).unwrap();
+    assert!(is_this_executable(&link, &binary));
+    assert!(is_this_executable(&binary, &binary));
+    assert!(!is_this_executable(&copy, &binary));
+    assert!(!is_this_executable(&dir.path().join("missing"), &binary));
+}
+
+#[test]
+fn only_host_local_runs_in_process() {
+    assert!(runs_in_process("host-local"));
+    assert!(runs_in_process("weft-host-local"));
+    for other in ["bridge", "weft-portmap", "loopback", "static", "dhcp"] {
+        assert!(!runs_in_process(other), "{other}");
+    }
+}
+
+/// A bridge configuration delegating to host-local on a /30 (one free
+/// address) under `data`.
+fn host_local_conf(data: &Path) -> Vec<u8> {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"inproc","type":"bridge","ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.9.0.0/30"}}]],"dataDir":"{}"}}}}"#,
+        data.display()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn host_local_in_process_allocates_releases_and_reports_errors_like_the_process() {
+    let data = tempfile::tempdir().unwrap();
+    let conf = host_local_conf(data.path());
+    let mut args = args_for(data.path());
+    let binary = Path::new("/proc/self/exe");
+    let start = |command, args: &CmdArgs, conf: &[u8]| {
+        start_in_process("host-local", binary, command, args, conf).unwrap()
+    };
+    let result = start(Command::Add, &args, &conf).wait_result().unwrap();
+    assert_eq!(result.ips[0].address.to_string(), "10.9.0.2/30");
+    let file = data.path().join("inproc").join("10.9.0.2");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "c1\r\neth0");
+
+    // The range is full now: the spec's code 11 comes back through the JSON.
+    args.container_id = "c2".into();
+    let err = start(Command::Add, &args, &conf).wait_result().unwrap_err();
+    assert_eq!(err.code, ErrorCode::TryAgainLater, "{err:?}");
+
+    args.container_id = "c1".into();
+    start(Command::Del, &args, &conf).wait().unwrap();
+    assert!(!file.exists());
+
+    // Bad input is reported as the plugin reports it, nothing allocated.
+    let err = start(Command::Add, &args, b"{not json").wait().unwrap_err();
+    assert_eq!(err.code, ErrorCode::Decode);
+    let allocations = fs::read_dir(data.path().join("inproc"))
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("10.")
+        })
+        .count();
+    assert_eq!(allocations, 0);
+}
