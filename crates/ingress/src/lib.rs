@@ -26,6 +26,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use weft_cluster::{Cluster, Kind, KubernetesSource, Store};
 
+pub mod conn_io;
 pub mod ops;
 pub mod proxy;
 pub mod routes;

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::conn_io::{NoHalfClose, Prefixed, first_bytes};
 use crate::proxy::{ConnInfo, Proxy};
 
 /// Connection-level limits.
@@ -174,12 +175,31 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             proxy.metrics.connection_opened();
+            let stream = NoHalfClose(stream);
             match tls {
-                None => serve_connection(stream, info, &builder, proxy.clone(), watcher).await,
+                None => {
+                    serve_connection(
+                        stream,
+                        info,
+                        &builder,
+                        proxy.clone(),
+                        watcher,
+                        header_timeout,
+                    )
+                    .await;
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, info, &builder, proxy.clone(), watcher).await;
+                            serve_connection(
+                                stream,
+                                info,
+                                &builder,
+                                proxy.clone(),
+                                watcher,
+                                header_timeout,
+                            )
+                            .await;
                         }
                         Ok(Err(error)) => {
                             proxy.metrics.tls_failure();
@@ -247,16 +267,25 @@ async fn accept(listener: Option<&TcpListener>) -> Option<(TcpStream, SocketAddr
     }
 }
 
+/// Serves HTTP on `io` once its first bytes arrived within
+/// `header_timeout` (see [`conn_io`](crate::conn_io)); a connection that
+/// stays silent that long, or closes first, is dropped.
 async fn serve_connection<I>(
-    io: I,
+    mut io: I,
     info: Arc<ConnInfo>,
     builder: &auto::Builder<TokioExecutor>,
     proxy: Arc<Proxy>,
     watcher: hyper_util::server::graceful::Watcher,
+    header_timeout: Duration,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
+    let Some(first) = first_bytes(&mut io, header_timeout).await else {
+        tracing::debug!(%peer, "connection closed or silent before its first request");
+        return;
+    };
+    let io = Prefixed::new(first, io);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         proxy.clone().handle(request, info.clone())
     });

@@ -718,8 +718,24 @@ fn tls_picks_certificates_by_sni_speaks_h2_and_rotates_without_restart() {
             + &tls_secret("cert-a", &cert_a)
             + &tls_secret("cert-b", &cert_b)
             + &tls_ingress();
-        let ingress = Ingress::start(&yaml, &["--https-redirect-port", "8443"]).await;
+        let ingress = Ingress::start(
+            &yaml,
+            &["--https-redirect-port", "8443", "--header-timeout", "2s"],
+        )
+        .await;
         let https = ingress.bound.https;
+
+        // A client that completes the handshake and then sends nothing is
+        // closed after the header timeout.
+        let (mut silent, _) = tls_connect(https, "a.example.com").await;
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(6), silent.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent TLS connection was not closed within 6 s: {read:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(1800));
 
         // SNI chooses the certificate; ALPN gives h2; routing by :authority.
         for (name, cert, backend) in [
@@ -873,6 +889,21 @@ fn limits_headers_and_slow_clients() {
                 held < Duration::from_secs(5),
                 "a slow client was held {held:?}"
             );
+        }
+
+        // Clients that connect and send nothing at all are closed after
+        // the header timeout too, on both ports (on HTTPS: after a TCP
+        // connect without a handshake).
+        for port in [http, ingress.bound.https] {
+            let mut stream = TcpStream::connect(port).await.unwrap();
+            let started = Instant::now();
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+            assert!(
+                matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+                "a silent connection to {port} was not closed within 5 s: {read:?}"
+            );
+            assert!(started.elapsed() >= Duration::from_millis(900));
         }
         ingress.shutdown().await;
     });
