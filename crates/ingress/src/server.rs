@@ -166,7 +166,6 @@ pub async fn serve(
             }
         };
         let local_port = if tls.is_some() { https_port } else { http_port };
-        let _ = stream.set_nodelay(true);
         let info = Arc::new(ConnInfo::new(peer, local_port, tls.is_some()));
         let watcher = graceful.watcher();
         let builder = builder.clone();
@@ -296,7 +295,10 @@ async fn serve_connection<I>(
 }
 
 /// A listener on `addr` with `SO_REUSEPORT`, so that every worker can bind
-/// its own on the same address. Call inside a tokio runtime.
+/// its own on the same address, and `TCP_NODELAY`, which Linux copies to
+/// every connection it accepts (responses and TLS records are not held
+/// back for Nagle, without a `setsockopt` per connection). Call inside a
+/// tokio runtime.
 pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -305,6 +307,24 @@ pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpList
     };
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_no_delay_from_the_listener() {
+        let listener = reuseport_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited");
+        // The client side is a plain socket: the option is the listener's doing.
+        assert!(!client.nodelay().unwrap());
+    }
 }
