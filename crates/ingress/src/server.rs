@@ -132,6 +132,9 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    // Set when accepting stops: connections still waiting for their first
+    // bytes end then instead of holding up the drain.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let heartbeat = tokio::spawn(timer_heartbeat());
     let builder = Arc::new(builder(&settings));
     // Only the port of the accepting socket is used (`X-Forwarded-Port`):
@@ -171,34 +174,23 @@ pub async fn serve(
         let builder = builder.clone();
         let proxy = proxy.clone();
         let header_timeout = settings.header_timeout;
+        let waits = FirstBytes {
+            timeout: header_timeout,
+            stopping: stopping.clone(),
+        };
         tokio::spawn(async move {
             let _permit = permit;
             proxy.metrics.connection_opened();
             let stream = NoHalfClose(stream);
             match tls {
                 None => {
-                    serve_connection(
-                        stream,
-                        info,
-                        &builder,
-                        proxy.clone(),
-                        watcher,
-                        header_timeout,
-                    )
-                    .await;
+                    serve_connection(stream, info, &builder, proxy.clone(), watcher, waits).await;
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(
-                                stream,
-                                info,
-                                &builder,
-                                proxy.clone(),
-                                watcher,
-                                header_timeout,
-                            )
-                            .await;
+                            serve_connection(stream, info, &builder, proxy.clone(), watcher, waits)
+                                .await;
                         }
                         Ok(Err(error)) => {
                             proxy.metrics.tls_failure();
@@ -216,6 +208,7 @@ pub async fn serve(
     }
     drop(http);
     drop(https);
+    let _ = stopping_tx.send(true);
     tracing::info!(
         connections = graceful.count(),
         "stopped accepting; draining open connections"
@@ -266,21 +259,34 @@ async fn accept(listener: Option<&TcpListener>) -> Option<(TcpStream, SocketAddr
     }
 }
 
-/// Serves HTTP on `io` once its first bytes arrived within
-/// `header_timeout` (see [`conn_io`](crate::conn_io)); a connection that
-/// stays silent that long, or closes first, is dropped.
+/// How long a new connection may take to send its first bytes.
+struct FirstBytes {
+    /// The header timeout.
+    timeout: Duration,
+    /// Becomes true when the worker stops accepting.
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Serves HTTP on `io` once its first bytes arrived (see
+/// [`conn_io`](crate::conn_io)); a connection that stays silent for the
+/// header timeout or until the worker stops accepting, or closes first, is
+/// dropped.
 async fn serve_connection<I>(
     mut io: I,
     info: Arc<ConnInfo>,
     builder: &auto::Builder<TokioExecutor>,
     proxy: Arc<Proxy>,
     watcher: hyper_util::server::graceful::Watcher,
-    header_timeout: Duration,
+    mut waits: FirstBytes,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
-    let Some(first) = first_bytes(&mut io, header_timeout).await else {
+    let first = tokio::select! {
+        first = first_bytes(&mut io, waits.timeout) => first,
+        _ = waits.stopping.wait_for(|stopping| *stopping) => None,
+    };
+    let Some(first) = first else {
         tracing::debug!(%peer, "connection closed or silent before its first request");
         return;
     };

@@ -948,10 +948,14 @@ fn rate_limit_and_graceful_shutdown() {
 
         // Let the bucket refill, start a slow request, then stop: the
         // request in flight completes; new connections are refused.
+        // A connection that sends nothing does not hold up the drain
+        // (the header timeout is 10 s here).
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let _silent = TcpStream::connect(http).await.unwrap();
         let in_flight = tokio::spawn(get(http, "shop.example.com", "/slow?ms=1000"));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut ingress = ingress;
+        let stopped_at = Instant::now();
         let _ = ingress.stop.take().unwrap().send(());
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
@@ -966,5 +970,10 @@ fn rate_limit_and_graceful_shutdown() {
             .unwrap()
             .unwrap()
             .unwrap();
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(5),
+            "drained in {:?}: a silent connection held it up",
+            stopped_at.elapsed()
+        );
     });
 }
