@@ -1,7 +1,7 @@
 //! A client connection's byte stream as the HTTP server is given it: its
 //! first bytes read here, under the header timeout, and replayed to hyper
-//! ([`first_bytes`], [`Prefixed`]), and a TCP stream whose close is its
-//! only shutdown ([`NoHalfClose`]).
+//! ([`first_bytes`], [`ClientStream::with_prefix`]), and a TCP stream
+//! whose close is its only shutdown ([`ClientStream::no_half_close`]).
 //!
 //! Reading the first bytes before hyper does two things. A client that
 //! connects and sends nothing is closed after the header timeout: hyper's
@@ -31,26 +31,47 @@ pub async fn first_bytes<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) ->
     }
 }
 
-/// `io` with `prefix` (bytes already read from it) served first.
+/// A client connection's stream as the server layers use it: bytes
+/// already read from it served first ([`ClientStream::with_prefix`]), and,
+/// for the TCP stream itself, a shutdown that only flushes
+/// ([`ClientStream::no_half_close`]): the connection then ends when the
+/// stream is dropped, right after hyper's shutdown, and `close` sends the
+/// same FIN (or the same reset, with unread data) that `shutdown(SHUT_WR)`
+/// followed by `close` would, one system call fewer per connection. Above
+/// it, TLS still sends its close_notify.
 #[derive(Debug)]
-pub struct Prefixed<I> {
+pub struct ClientStream<I> {
     prefix: Vec<u8>,
     /// How much of `prefix` was served.
     served: usize,
+    /// Whether `poll_shutdown` reaches `io`'s.
+    forward_shutdown: bool,
     io: I,
 }
 
-impl<I> Prefixed<I> {
-    pub fn new(prefix: Vec<u8>, io: I) -> Prefixed<I> {
-        Prefixed {
+impl<I> ClientStream<I> {
+    /// `io` with `prefix` (bytes already read from it) served first.
+    pub fn with_prefix(prefix: Vec<u8>, io: I) -> ClientStream<I> {
+        ClientStream {
             prefix,
             served: 0,
+            forward_shutdown: true,
+            io,
+        }
+    }
+
+    /// `io` (a TCP stream) whose shutdown only flushes.
+    pub fn no_half_close(io: I) -> ClientStream<I> {
+        ClientStream {
+            prefix: Vec::new(),
+            served: 0,
+            forward_shutdown: false,
             io,
         }
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+impl<I: AsyncRead + Unpin> AsyncRead for ClientStream<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -72,7 +93,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+impl<I: AsyncWrite + Unpin> AsyncWrite for ClientStream<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -98,57 +119,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// A TCP stream whose `poll_shutdown` does nothing: the connection ends
-/// when the stream is dropped, right after hyper's shutdown, and `close`
-/// sends the same FIN (or the same reset, with unread data) that
-/// `shutdown(SHUT_WR)` followed by `close` would, one system call fewer
-/// per connection. Above it, TLS still sends its close_notify.
-#[derive(Debug)]
-pub struct NoHalfClose<I>(pub I);
-
-impl<I: AsyncRead + Unpin> AsyncRead for NoHalfClose<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for NoHalfClose<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Whatever was written is handed to the kernel already; flushing
-        // is all a shutdown owes the caller here.
-        Pin::new(&mut self.0).poll_flush(cx)
+        if self.forward_shutdown {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        } else {
+            // Whatever was written is handed to the kernel already;
+            // flushing is all a shutdown owes the caller here.
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
     }
 }
 
@@ -162,7 +139,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         client.write_all(b" and the rest").await.unwrap();
         drop(client);
-        let mut io = Prefixed::new(b"the prefix".to_vec(), server);
+        let mut io = ClientStream::with_prefix(b"the prefix".to_vec(), server);
         let mut small = [0u8; 4];
         let read = io.read(&mut small).await.unwrap();
         assert_eq!(&small[..read], b"the ");
@@ -194,7 +171,7 @@ mod tests {
     #[tokio::test]
     async fn no_half_close_keeps_writing_and_shutdown_only_flushes() {
         let (client, server) = tokio::io::duplex(64);
-        let mut io = NoHalfClose(server);
+        let mut io = ClientStream::no_half_close(server);
         io.write_all(b"answer").await.unwrap();
         io.shutdown().await.unwrap();
         // The peer sees no end of stream until the stream is dropped.

@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::conn_io::{NoHalfClose, Prefixed, first_bytes};
+use crate::conn_io::{ClientStream, first_bytes};
 use crate::proxy::{ConnInfo, Proxy};
 
 /// Connection-level limits.
@@ -181,7 +181,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             proxy.metrics.connection_opened();
-            let stream = NoHalfClose(stream);
+            let stream = ClientStream::no_half_close(stream);
             match tls {
                 None => {
                     serve_connection(stream, info, &builder, proxy.clone(), watcher, waits).await;
@@ -290,7 +290,7 @@ async fn serve_connection<I>(
         tracing::debug!(%peer, "connection closed or silent before its first request");
         return;
     };
-    let io = Prefixed::new(first, io);
+    let io = ClientStream::with_prefix(first, io);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         proxy.clone().handle(request, info.clone())
     });
