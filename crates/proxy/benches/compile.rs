@@ -17,23 +17,13 @@ const ENDPOINTS: u32 = 5;
 fn services() -> Vec<ServicePort> {
     (0..SERVICES)
         .map(|index| {
-            let name = PortName {
-                namespace: "bench".into(),
-                name: format!("svc-{index:05}"),
-                port: String::new(),
-                protocol: Protocol::Tcp,
-            };
+            let name = PortName::new("bench", &format!("svc-{index:05}"), "", Protocol::Tcp);
             let cluster_ip = IpAddr::V4(Ipv4Addr::from(u32::from_be_bytes([10, 96, 0, 0]) + index));
             let endpoints = (0..ENDPOINTS)
-                .map(|e| Endpoint {
-                    ip: IpAddr::V4(Ipv4Addr::from(
-                        u32::from_be_bytes([10, 248, 0, 0]) + index * ENDPOINTS + e,
-                    )),
-                    port: 8080,
-                    node: Some("bench-node".into()),
-                    ready: true,
-                    serving: true,
-                    terminating: false,
+                .map(|e| {
+                    let ip =
+                        Ipv4Addr::from(u32::from_be_bytes([10, 248, 0, 0]) + index * ENDPOINTS + e);
+                    Endpoint::ready(IpAddr::V4(ip), 8080, Some("bench-node".into()))
                 })
                 .collect();
             ServicePort::new(name, 80, vec![cluster_ip], endpoints)

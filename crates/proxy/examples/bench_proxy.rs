@@ -303,22 +303,10 @@ fn service_name(index: usize) -> String {
 fn services(size: usize) -> Vec<ServicePort> {
     (0..size)
         .map(|index| {
-            let name = PortName {
-                namespace: "bench".into(),
-                name: service_name(index),
-                port: String::new(),
-                protocol: Protocol::Tcp,
-            };
+            let name = PortName::new("bench", &service_name(index), "", Protocol::Tcp);
             let endpoints = endpoint_ips(size, index)
                 .into_iter()
-                .map(|ip| Endpoint {
-                    ip: IpAddr::V4(ip),
-                    port: TARGET_PORT,
-                    node: Some(NODE_NAME.into()),
-                    ready: true,
-                    serving: true,
-                    terminating: false,
-                })
+                .map(|ip| Endpoint::ready(IpAddr::V4(ip), TARGET_PORT, Some(NODE_NAME.into())))
                 .collect();
             ServicePort::new(
                 name,

@@ -463,12 +463,7 @@ impl ServiceTable {
         }
         let mut changed: Vec<(PortName, Option<&ServicePort>)> = Vec::new();
         for (namespace, name) in services {
-            let first = PortName {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                port: String::new(),
-                protocol: Protocol::Tcp,
-            };
+            let first = PortName::new(namespace, name, "", Protocol::Tcp);
             let held = self
                 .ports
                 .range(first..)

@@ -78,6 +78,19 @@ pub struct PortName {
     pub protocol: Protocol,
 }
 
+impl PortName {
+    /// `namespace/name:port/protocol`; `port` is empty for a single
+    /// unnamed port.
+    pub fn new(namespace: &str, name: &str, port: &str, protocol: Protocol) -> PortName {
+        PortName {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            port: port.to_owned(),
+            protocol,
+        }
+    }
+}
+
 impl fmt::Display for PortName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)?;
@@ -103,6 +116,20 @@ pub struct Endpoint {
     pub serving: bool,
     /// Being deleted.
     pub terminating: bool,
+}
+
+impl Endpoint {
+    /// An endpoint that is ready and serving, not terminating.
+    pub fn ready(ip: IpAddr, port: u16, node: Option<String>) -> Endpoint {
+        Endpoint {
+            ip,
+            port,
+            node,
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
 }
 
 /// Everything the proxy needs about one Service port.
@@ -379,12 +406,7 @@ pub fn service_ports_of<'a>(
                     }
                 },
             };
-            let name = PortName {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                port: port_label.clone(),
-                protocol,
-            };
+            let name = PortName::new(&namespace, &name, &port_label, protocol);
             let endpoints = endpoints_for(&port_label, protocol, service_slices, &mut skipped);
             ports.push(ServicePort {
                 name,

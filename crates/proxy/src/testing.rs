@@ -22,21 +22,15 @@ pub fn cluster_ip_port(
     endpoints: &[&str],
     node: Option<&str>,
 ) -> ServicePort {
-    let name = PortName {
-        namespace: "default".into(),
-        name: name.into(),
-        port: String::new(),
-        protocol,
-    };
+    let name = PortName::new("default", name, "", protocol);
     let endpoints = endpoints
         .iter()
-        .map(|ip| Endpoint {
-            ip: ip.parse().expect("an endpoint IP"),
-            port: 8080,
-            node: node.map(str::to_owned),
-            ready: true,
-            serving: true,
-            terminating: false,
+        .map(|ip| {
+            Endpoint::ready(
+                ip.parse().expect("an endpoint IP"),
+                8080,
+                node.map(str::to_owned),
+            )
         })
         .collect();
     ServicePort::new(

@@ -137,21 +137,11 @@ fn wait_until_backend_answers(client: &TestNs, i: usize) {
 }
 
 fn service(endpoints: &[(usize, &str)]) -> ServicePort {
-    let name = PortName {
-        namespace: "default".into(),
-        name: "web".into(),
-        port: String::new(),
-        protocol: Protocol::Tcp,
-    };
+    let name = PortName::new("default", "web", "", Protocol::Tcp);
     let endpoints = endpoints
         .iter()
-        .map(|(i, node)| Endpoint {
-            ip: pod_ip(*i).parse().unwrap(),
-            port: 8080,
-            node: Some((*node).to_owned()),
-            ready: true,
-            serving: true,
-            terminating: false,
+        .map(|(i, node)| {
+            Endpoint::ready(pod_ip(*i).parse().unwrap(), 8080, Some((*node).to_owned()))
         })
         .collect();
     ServicePort::new(name, 80, vec![CLUSTER_IP.parse().unwrap()], endpoints)

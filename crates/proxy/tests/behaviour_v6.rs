@@ -214,14 +214,7 @@ fn peer(text: &str) -> IpAddr {
 }
 
 fn endpoint(ip: IpAddr, port: u16, node: &str) -> Endpoint {
-    Endpoint {
-        ip,
-        port,
-        node: Some(node.to_owned()),
-        ready: true,
-        serving: true,
-        terminating: false,
-    }
+    Endpoint::ready(ip, port, Some(node.to_owned()))
 }
 
 /// Port `port` of ClusterIP Service `default/<name>` at `cluster_ips`,
@@ -233,12 +226,7 @@ fn service(
     cluster_ips: &[&str],
     endpoints: Vec<Endpoint>,
 ) -> ServicePort {
-    let name = PortName {
-        namespace: "default".into(),
-        name: name.into(),
-        port: String::new(),
-        protocol,
-    };
+    let name = PortName::new("default", name, "", protocol);
     ServicePort::new(
         name,
         port,

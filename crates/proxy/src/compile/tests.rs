@@ -7,23 +7,11 @@ use super::*;
 use crate::service::{Endpoint, PortName, Protocol, ServicePort};
 
 fn ep(ip: &str, port: u16, node: &str) -> Endpoint {
-    Endpoint {
-        ip: ip.parse().unwrap(),
-        port,
-        node: Some(node.to_owned()),
-        ready: true,
-        serving: true,
-        terminating: false,
-    }
+    Endpoint::ready(ip.parse().unwrap(), port, Some(node.to_owned()))
 }
 
 fn web(endpoints: Vec<Endpoint>) -> ServicePort {
-    let name = PortName {
-        namespace: "default".into(),
-        name: "web".into(),
-        port: "http".into(),
-        protocol: Protocol::Tcp,
-    };
+    let name = PortName::new("default", "web", "http", Protocol::Tcp);
     ServicePort::new(name, 80, vec!["10.96.0.20".parse().unwrap()], endpoints)
 }
 
