@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// Bytes asked for by the first read: a typical request head fits.
@@ -23,8 +24,8 @@ const FIRST_READ: usize = 4096;
 
 /// The connection's first bytes, waiting at most `timeout` for them;
 /// `None` when the client closed, failed or sent nothing in that time.
-pub async fn first_bytes<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) -> Option<Vec<u8>> {
-    let mut buf = Vec::with_capacity(FIRST_READ);
+pub async fn first_bytes<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) -> Option<BytesMut> {
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
     match tokio::time::timeout(timeout, io.read_buf(&mut buf)).await {
         Ok(Ok(read)) if read > 0 => Some(buf),
         _ => None,

@@ -6,7 +6,10 @@
 //!   (class selection, host and path matching, backends, certificates).
 //! - [`tls`]: certificates from `kubernetes.io/tls` Secrets and SNI.
 //! - [`proxy`]: one request: routing, forwarding headers, retries,
-//!   timeouts, upgrades.
+//!   timeouts, upgrades (the HTTP/2 path, through hyper).
+//! - [`h1`]: the HTTP/1 path, the proxy's own: request and response heads
+//!   parsed in place, bodies relayed, upstream connections pooled as plain
+//!   streams.
 //! - [`upstream`]: the keep-alive connection pool and balancing state.
 //! - [`server`]: listeners, admission and connection limits, graceful
 //!   shutdown.
@@ -27,6 +30,7 @@ use arc_swap::ArcSwap;
 use weft_cluster::{Cluster, Kind, KubernetesSource, Store};
 
 pub mod conn_io;
+pub mod h1;
 pub mod ops;
 pub mod proxy;
 pub mod routes;

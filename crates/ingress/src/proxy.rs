@@ -19,7 +19,7 @@ use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 
 use crate::ops::{MetricHandles, Metrics};
-use crate::routes::{Route, RouteTable};
+use crate::routes::{Backend, Route, RouteTable};
 use crate::upstream::{Connection, Pool, PooledBody, ProxyBody};
 
 /// How endpoints are chosen.
@@ -54,9 +54,9 @@ pub struct ConnInfo {
     pub local_port: u16,
     pub tls: bool,
     /// The client's address: `X-Forwarded-For` and `X-Real-IP`.
-    client: Option<HeaderValue>,
+    pub(crate) client: Option<HeaderValue>,
     /// `X-Forwarded-Port`.
-    port: HeaderValue,
+    pub(crate) port: HeaderValue,
     /// The `for=…` element of `Forwarded`.
     forwarded_for: String,
 }
@@ -150,7 +150,7 @@ fn request_host<B>(request: &Request<B>) -> Option<String> {
 /// and `.`, an optional numeric port) without parsing it as a URI
 /// authority; `None` for anything else (IPv6 literals, user info, odd
 /// bytes), which takes the full parse.
-fn plain_host(raw: &str) -> Option<&str> {
+pub(crate) fn plain_host(raw: &str) -> Option<&str> {
     let (host, port) = match raw.split_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (raw, None),
@@ -162,6 +162,27 @@ fn plain_host(raw: &str) -> Option<&str> {
     let port_ok =
         port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     (name_ok && port_ok).then_some(host)
+}
+
+/// The `Forwarded` value (RFC 7239) for a request on `conn` to
+/// `authority`: `for`, `host` (quoted unless a plain name) and `proto`.
+pub(crate) fn forwarded_value(conn: &ConnInfo, authority: &str) -> String {
+    let mut forwarded = String::with_capacity(conn.forwarded_for.len() + authority.len() + 24);
+    forwarded.push_str(&conn.forwarded_for);
+    forwarded.push_str(";host=");
+    if authority
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+    {
+        forwarded.push_str(authority);
+    } else {
+        forwarded.push('"');
+        forwarded.extend(authority.chars().filter(|c| !matches!(c, '"' | '\\')));
+        forwarded.push('"');
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(conn.proto());
+    forwarded
 }
 
 /// Whether the request asks for a protocol upgrade (HTTP/1.1 `Connection:
@@ -234,13 +255,92 @@ impl Outgoing {
 }
 
 /// How the upstream part of a request ended.
-enum Failure {
+pub(crate) enum Failure {
     /// No endpoint accepted a connection.
     Connect { timed_out: bool, detail: String },
     /// The upstream did not send headers in time.
     Timeout,
     /// The upstream failed after the request was sent.
     Upstream(String),
+}
+
+/// A response the proxy makes itself: a status, a plain-text body and for
+/// redirects a `Location`.
+#[derive(Debug)]
+pub(crate) struct LocalResponse {
+    pub status: StatusCode,
+    pub body: String,
+    pub location: Option<String>,
+}
+
+impl LocalResponse {
+    fn new(status: StatusCode, body: String) -> LocalResponse {
+        LocalResponse {
+            status,
+            body,
+            location: None,
+        }
+    }
+}
+
+/// What the access log and the request metrics say of one request.
+#[derive(Debug)]
+pub(crate) struct Record {
+    started: Instant,
+    method: Method,
+    host: String,
+    /// Empty unless the access log is on.
+    path: String,
+    version: Version,
+    route: Option<Arc<Route>>,
+    pub status: u16,
+    pub upstream: Option<SocketAddr>,
+}
+
+fn access_log_on() -> bool {
+    tracing::enabled!(target: "weft_ingress::access", tracing::Level::INFO)
+}
+
+impl Record {
+    pub fn new(
+        started: Instant,
+        method: &str,
+        host: String,
+        path: &str,
+        version: Version,
+        route: Option<Arc<Route>>,
+    ) -> Record {
+        Record {
+            started,
+            method: Method::from_bytes(method.as_bytes()).unwrap_or_default(),
+            host,
+            path: if access_log_on() {
+                path.to_owned()
+            } else {
+                String::new()
+            },
+            version,
+            route,
+            status: 0,
+            upstream: None,
+        }
+    }
+
+    /// A request refused before it could be read.
+    pub fn refused(started: Instant) -> Record {
+        Record::new(started, "", String::new(), "", Version::HTTP_11, None)
+    }
+}
+
+/// The plain-text response for a [`LocalResponse`].
+fn local(response: LocalResponse) -> Response<ProxyBody> {
+    let mut built = text(response.status, response.body);
+    if let Some(location) = response.location
+        && let Ok(value) = HeaderValue::from_str(&location)
+    {
+        built.headers_mut().insert(header::LOCATION, value);
+    }
+    built
 }
 
 impl Proxy {
@@ -251,52 +351,84 @@ impl Proxy {
         conn: Arc<ConnInfo>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
-        let method = request.method().clone();
-        // A clone of the URI shares its bytes.
-        let uri = request.uri().clone();
-        let path = uri.path();
         let host = request_host(&request).unwrap_or_default();
-        let version = request.version();
+        let path = request.uri().path();
         let table = self.table.load_full();
         let route = table.route(&host, path).cloned();
-        let (response, upstream) = match &route {
-            None => (
-                text(
-                    StatusCode::NOT_FOUND,
-                    format!("no Ingress rule matches host {host:?} path {path:?}\n"),
-                ),
-                None,
-            ),
-            Some(route) if route.ssl_redirect && !conn.tls => {
-                (self.redirect(&request, &host), None)
-            }
-            Some(route) => self.forward(request, route, &host, &conn).await,
-        };
-        let status = response.status();
-        self.handles.request(
-            &self.metrics,
-            route.as_ref().map(|r| &r.ingress),
-            status.as_u16(),
+        let mut record = Record::new(
+            started,
+            request.method().as_str(),
+            host.clone(),
+            path,
+            request.version(),
+            route.clone(),
         );
+        let response = match &route {
+            None => local(self.not_found(&host, path)),
+            Some(route) if route.ssl_redirect && !conn.tls => {
+                let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+                local(self.redirect_to(&host, target))
+            }
+            Some(route) => match self.unavailable(route) {
+                Some(response) => local(response),
+                None => {
+                    let (response, upstream) = self.forward(request, route, &host, &conn).await;
+                    record.upstream = upstream;
+                    response
+                }
+            },
+        };
+        record.status = response.status().as_u16();
+        self.finish(&record, &conn);
+        Ok(response)
+    }
+
+    /// Counts the request and writes its access log line.
+    pub(crate) fn finish(&self, record: &Record, conn: &ConnInfo) {
+        let route = record.route.as_ref();
+        self.handles
+            .request(&self.metrics, route.map(|r| &r.ingress), record.status);
         // The field values are only computed when the access log is on.
         tracing::info!(
             target: "weft_ingress::access",
             client = %conn.peer,
-            method = %method,
-            host = %host,
-            path = %path,
-            version = ?version,
+            method = %record.method,
+            host = %record.host,
+            path = %record.path,
+            version = ?record.version,
             tls = conn.tls,
-            status = status.as_u16(),
-            ingress = %route.as_ref().map(|r| r.ingress.to_string()).unwrap_or_default(),
-            backend = %route.as_ref().map(|r| r.backend.id.as_str()).unwrap_or(""),
-            upstream = %upstream.map(|a: SocketAddr| a.to_string()).unwrap_or_default(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            status = record.status,
+            ingress = %route.map(|r| r.ingress.to_string()).unwrap_or_default(),
+            backend = %route.map(|r| r.backend.id.as_str()).unwrap_or(""),
+            upstream = %record.upstream.map(|a| a.to_string()).unwrap_or_default(),
+            duration_ms = record.started.elapsed().as_secs_f64() * 1000.0,
         );
-        Ok(response)
     }
 
-    fn redirect(&self, request: &Request<Incoming>, host: &str) -> Response<ProxyBody> {
+    /// 404 for a request no rule matches.
+    pub(crate) fn not_found(&self, host: &str, path: &str) -> LocalResponse {
+        LocalResponse::new(
+            StatusCode::NOT_FOUND,
+            format!("no Ingress rule matches host {host:?} path {path:?}\n"),
+        )
+    }
+
+    /// 503 when the route's backend has no endpoint to send to.
+    pub(crate) fn unavailable(&self, route: &Route) -> Option<LocalResponse> {
+        let backend = &route.backend;
+        if !backend.endpoints.is_empty() {
+            return None;
+        }
+        let why = backend.problem.as_deref().unwrap_or("no ready endpoints");
+        Some(LocalResponse::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("backend {} is unavailable: {why}\n", backend.id),
+        ))
+    }
+
+    /// The permanent redirect of an HTTP request to HTTPS; `target` is
+    /// the path and query.
+    pub(crate) fn redirect_to(&self, host: &str, target: &str) -> LocalResponse {
         let port = match self.settings.https_redirect_port {
             443 => String::new(),
             port => format!(":{port}"),
@@ -306,20 +438,37 @@ impl Proxy {
         } else {
             host.to_owned()
         };
-        let path = request
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let location = format!("https://{host}{port}{path}");
-        let mut response = text(
-            StatusCode::PERMANENT_REDIRECT,
-            format!("redirecting to {location}\n"),
-        );
-        if let Ok(value) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, value);
+        let location = format!("https://{host}{port}{target}");
+        LocalResponse {
+            status: StatusCode::PERMANENT_REDIRECT,
+            body: format!("redirecting to {location}\n"),
+            location: Some(location),
         }
-        response
+    }
+
+    /// 502 or 504 after the upstream part failed.
+    pub(crate) fn failure_response(&self, backend: &Backend, failure: Failure) -> LocalResponse {
+        match failure {
+            Failure::Timeout => LocalResponse::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "backend {} did not answer within {:?}\n",
+                    backend.id, self.settings.response_timeout
+                ),
+            ),
+            Failure::Connect { timed_out, detail } => LocalResponse::new(
+                if timed_out {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                },
+                format!("backend {} unreachable: {detail}\n", backend.id),
+            ),
+            Failure::Upstream(detail) => LocalResponse::new(
+                StatusCode::BAD_GATEWAY,
+                format!("backend {} failed: {detail}\n", backend.id),
+            ),
+        }
     }
 
     /// Forwards to the route's backend; returns the response and the
@@ -332,19 +481,6 @@ impl Proxy {
         conn: &ConnInfo,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let backend = &route.backend;
-        if backend.endpoints.is_empty() {
-            let why = backend
-                .problem
-                .clone()
-                .unwrap_or_else(|| "no ready endpoints".to_owned());
-            return (
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("backend {} is unavailable: {why}\n", backend.id),
-                ),
-                None,
-            );
-        }
         let upgrade = is_upgrade(&request);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let mut outgoing = self.outgoing(&mut request, host, conn, upgrade);
@@ -427,28 +563,7 @@ impl Proxy {
                 }
             }
         }
-        let response = match failure {
-            Failure::Timeout => text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "backend {} did not answer within {:?}\n",
-                    backend.id, self.settings.response_timeout
-                ),
-            ),
-            Failure::Connect { timed_out, detail } => text(
-                if timed_out {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else {
-                    StatusCode::BAD_GATEWAY
-                },
-                format!("backend {} unreachable: {detail}\n", backend.id),
-            ),
-            Failure::Upstream(detail) => text(
-                StatusCode::BAD_GATEWAY,
-                format!("backend {} failed: {detail}\n", backend.id),
-            ),
-        };
-        (response, None)
+        (local(self.failure_response(backend, failure)), None)
     }
 
     /// Request line and headers for the upstream: origin-form URI, the
@@ -493,23 +608,7 @@ impl Proxy {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let mut forwarded =
-            String::with_capacity(conn.forwarded_for.len() + authority_text.len() + 24);
-        forwarded.push_str(&conn.forwarded_for);
-        forwarded.push_str(";host=");
-        if authority_text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
-        {
-            forwarded.push_str(authority_text);
-        } else {
-            forwarded.push('"');
-            forwarded.extend(authority_text.chars().filter(|c| !matches!(c, '"' | '\\')));
-            forwarded.push('"');
-        }
-        forwarded.push_str(";proto=");
-        forwarded.push_str(proto);
-        if let Ok(value) = HeaderValue::try_from(forwarded) {
+        if let Ok(value) = HeaderValue::try_from(forwarded_value(conn, authority_text)) {
             headers.insert(header::FORWARDED, value);
         }
         if let Some(value) = authority {

@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn_io::{ClientStream, first_bytes};
+use crate::h1::Limits;
 use crate::proxy::{ConnInfo, Proxy};
 
 /// Connection-level limits.
@@ -132,6 +133,9 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    // Every connection task holds a sender: the drain waits until all of
+    // them are gone (the HTTP/1 path has no hyper connection to watch).
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     // Set when accepting stops: connections still waiting for their first
     // bytes end then instead of holding up the drain.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -175,32 +179,38 @@ pub async fn serve(
         let proxy = proxy.clone();
         let header_timeout = settings.header_timeout;
         let waits = FirstBytes {
-            timeout: header_timeout,
+            limits: Limits {
+                header_timeout,
+                max_header_bytes: settings.max_header_bytes,
+                max_headers: settings.max_headers,
+            },
             stopping: stopping.clone(),
         };
+        let open = open_tx.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = open;
             proxy.metrics.connection_opened();
             let stream = ClientStream::no_half_close(stream);
             match tls {
                 None => {
-                    serve_connection(stream, info, &builder, proxy.clone(), watcher, waits).await;
+                    serve_connection(stream, false, info, &builder, proxy.clone(), watcher, waits)
+                        .await;
                 }
+                // Boxed: the TLS state would otherwise make every
+                // connection's task larger, plain ones too, and each move
+                // of a task copies all of it.
                 Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, info, &builder, proxy.clone(), watcher, waits)
-                                .await;
-                        }
-                        Ok(Err(error)) => {
-                            proxy.metrics.tls_failure();
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            proxy.metrics.tls_failure();
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                        }
-                    }
+                    Box::pin(serve_tls(
+                        acceptor,
+                        stream,
+                        info,
+                        &builder,
+                        proxy.clone(),
+                        watcher,
+                        waits,
+                    ))
+                    .await;
                 }
             }
             proxy.metrics.connection_closed();
@@ -213,7 +223,13 @@ pub async fn serve(
         connections = graceful.count(),
         "stopped accepting; draining open connections"
     );
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+    drop(open_tx);
+    let drained = async {
+        graceful.shutdown().await;
+        // `None` once every connection task ended.
+        let _ = open_rx.recv().await;
+    };
+    if tokio::time::timeout(settings.drain_timeout, drained)
         .await
         .is_err()
     {
@@ -259,20 +275,51 @@ async fn accept(listener: Option<&TcpListener>) -> Option<(TcpStream, SocketAddr
     }
 }
 
-/// How long a new connection may take to send its first bytes.
+/// How long a new connection may take to send its first bytes, and the
+/// limits on its requests.
 struct FirstBytes {
-    /// The header timeout.
-    timeout: Duration,
+    limits: Limits,
     /// Becomes true when the worker stops accepting.
     stopping: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Serves HTTPS on `stream` after a TLS handshake within the header
+/// timeout.
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: ClientStream<TcpStream>,
+    info: Arc<ConnInfo>,
+    builder: &auto::Builder<TokioExecutor>,
+    proxy: Arc<Proxy>,
+    watcher: hyper_util::server::graceful::Watcher,
+    waits: FirstBytes,
+) {
+    let peer = info.peer;
+    match tokio::time::timeout(waits.limits.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_connection(stream, h2, info, builder, proxy, watcher, waits).await;
+        }
+        Ok(Err(error)) => {
+            proxy.metrics.tls_failure();
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+        }
+        Err(_) => {
+            proxy.metrics.tls_failure();
+            tracing::debug!(%peer, "TLS handshake timed out");
+        }
+    }
+}
+
 /// Serves HTTP on `io` once its first bytes arrived (see
-/// [`conn_io`](crate::conn_io)); a connection that stays silent for the
-/// header timeout or until the worker stops accepting, or closes first, is
+/// [`conn_io`](crate::conn_io)): HTTP/2 (negotiated by ALPN, `h2`, or
+/// the prior-knowledge preface) through hyper, HTTP/1 on the proxy's own
+/// path ([`h1`](crate::h1)). A connection that stays silent for the header
+/// timeout or until the worker stops accepting, or closes first, is
 /// dropped.
 async fn serve_connection<I>(
     mut io: I,
+    h2: bool,
     info: Arc<ConnInfo>,
     builder: &auto::Builder<TokioExecutor>,
     proxy: Arc<Proxy>,
@@ -283,14 +330,39 @@ async fn serve_connection<I>(
 {
     let peer = info.peer;
     let first = tokio::select! {
-        first = first_bytes(&mut io, waits.timeout) => first,
+        first = first_bytes(&mut io, waits.limits.header_timeout) => first,
         _ = waits.stopping.wait_for(|stopping| *stopping) => None,
     };
     let Some(first) = first else {
         tracing::debug!(%peer, "connection closed or silent before its first request");
         return;
     };
-    let io = ClientStream::with_prefix(first, io);
+    if !h2 && !is_h2_preface(&first) {
+        crate::h1::serve(io, first, info, proxy, waits.limits, waits.stopping).await;
+        return;
+    }
+    // Boxed, as HTTP/2 is the rarer case and its state the larger.
+    Box::pin(serve_hyper(
+        ClientStream::with_prefix(first.to_vec(), io),
+        info,
+        builder,
+        proxy,
+        watcher,
+    ))
+    .await;
+}
+
+/// Serves `io` with hyper (HTTP/2; it would take HTTP/1 as well).
+async fn serve_hyper<I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    builder: &auto::Builder<TokioExecutor>,
+    proxy: Arc<Proxy>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         proxy.clone().handle(request, info.clone())
     });
@@ -298,6 +370,14 @@ async fn serve_connection<I>(
     if let Err(error) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(%peer, %error, "client connection ended with an error");
     }
+}
+
+/// Whether a connection's first bytes are (the start of) the HTTP/2
+/// client preface.
+fn is_h2_preface(first: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let n = first.len().min(PREFACE.len());
+    n > 0 && first[..n] == PREFACE[..n]
 }
 
 /// A listener on `addr` with `SO_REUSEPORT`, so that every worker can bind

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
@@ -59,9 +59,17 @@ struct IdleConn {
     since: Instant,
 }
 
+/// An idle connection of the HTTP/1 path, with its (empty) read buffer.
+struct IdleStream {
+    stream: TcpStream,
+    buf: BytesMut,
+    since: Instant,
+}
+
 #[derive(Default)]
 struct PoolState {
     idle: HashMap<SocketAddr, Vec<IdleConn>>,
+    idle_streams: HashMap<SocketAddr, Vec<IdleStream>>,
     in_flight: HashMap<SocketAddr, usize>,
     failed: HashMap<SocketAddr, Instant>,
     /// Next round-robin position by backend id.
@@ -92,6 +100,21 @@ pub struct Connection {
     pub reused: bool,
 }
 
+/// A plain upstream connection for the proxy's own HTTP/1 path
+/// ([`h1`](crate::h1)): the stream and what was read from it but not yet
+/// used.
+#[derive(Debug)]
+pub struct Upstream {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    pub addr: SocketAddr,
+    /// Taken from the pool rather than freshly connected.
+    pub reused: bool,
+}
+
+/// Read buffer of a new upstream connection.
+const UPSTREAM_BUFFER: usize = 8192;
+
 impl Pool {
     pub fn new(settings: PoolSettings) -> Pool {
         Pool {
@@ -121,21 +144,93 @@ impl Pool {
                 });
             }
         }
-        let result = self.connect(addr).await;
+        let stream = self.connect_tcp(addr).await?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%addr, %error, "upstream connection ended");
+            }
+        });
+        Ok(Connection {
+            sender,
+            addr,
+            reused: false,
+        })
+    }
+
+    /// An idle pooled plain connection to `addr` that the upstream has not
+    /// closed, or a new one.
+    pub async fn checkout_raw(&self, addr: SocketAddr) -> Result<Upstream, ConnectError> {
+        loop {
+            let idle = {
+                let mut state = self.lock();
+                state.idle_streams.get_mut(&addr).and_then(Vec::pop)
+            };
+            let Some(idle) = idle else { break };
+            if idle.since.elapsed() >= self.settings.idle_timeout {
+                continue;
+            }
+            // An idle connection has nothing to say: a readable one was
+            // closed by the upstream (or sent something unasked). The
+            // check costs no system call while the reactor has seen
+            // nothing arrive.
+            match idle.stream.try_read(&mut [0u8; 1]) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Ok(Upstream {
+                        stream: idle.stream,
+                        buf: idle.buf,
+                        addr,
+                        reused: true,
+                    });
+                }
+                _ => continue,
+            }
+        }
+        let stream = self.connect_tcp(addr).await?;
+        Ok(Upstream {
+            stream,
+            buf: BytesMut::with_capacity(UPSTREAM_BUFFER),
+            addr,
+            reused: false,
+        })
+    }
+
+    /// Returns a plain connection whose exchange ended cleanly (nothing
+    /// left unread) to the idle list.
+    pub fn checkin_raw(&self, upstream: Upstream) {
+        let mut state = self.lock();
+        let idle = state.idle_streams.entry(upstream.addr).or_default();
+        if idle.len() < self.settings.max_idle_per_endpoint {
+            idle.push(IdleStream {
+                stream: upstream.stream,
+                buf: upstream.buf,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A new TCP connection to `addr` within the connect timeout; the
+    /// outcome updates the memory of endpoints that refused.
+    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+        let result = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(addr))
+            .and_then(|r| r.map_err(|source| ConnectError::Io { addr, source }));
         let mut state = self.lock();
         match &result {
-            Ok(_) => {
+            Ok(stream) => {
                 state.failed.remove(&addr);
+                // Small writes (headers) must not wait for Nagle.
+                let _ = stream.set_nodelay(true);
             }
             Err(_) => {
                 state.failed.insert(addr, Instant::now());
             }
         }
-        result.map(|sender| Connection {
-            sender,
-            addr,
-            reused: false,
-        })
+        result
     }
 
     fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
@@ -147,25 +242,6 @@ impl Pool {
             }
         }
         None
-    }
-
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<ProxyBody>, ConnectError> {
-        let stream = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ConnectError::Timeout(addr))?
-            .map_err(|source| ConnectError::Io { addr, source })?;
-        // Small writes (headers) must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%addr, %error, "upstream connection ended");
-            }
-        });
-        Ok(sender)
     }
 
     /// Returns a connection whose response was fully read to the idle list

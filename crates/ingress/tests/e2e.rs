@@ -601,6 +601,9 @@ fn websocket_echo_through_the_ingress() {
             binary
         );
         ws.close(None).await.unwrap();
+        // An open tunnel is drained like a request in flight: the client
+        // leaves first.
+        drop(ws);
         ingress.shutdown().await;
     });
 }
@@ -822,6 +825,270 @@ fn tls_picks_certificates_by_sni_speaks_h2_and_rotates_without_restart() {
             client.await.unwrap(),
             "the rotated certificate was never served"
         );
+        ingress.shutdown().await;
+    });
+}
+
+/// A backend that answers every request with a body delimited only by the
+/// end of the connection (no Content-Length, not chunked), as an old
+/// HTTP/1.0-style server does.
+async fn until_close_backend(addr: SocketAddr) -> JoinSet<()> {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nx-raw: 1\r\n\r\nthe body ends with the connection",
+                    )
+                    .await;
+            });
+        }
+    });
+    tasks
+}
+
+/// Sends `bytes` on a new connection and returns everything the ingress
+/// sends back until it closes (within 5 s).
+async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the ingress did not close the connection")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The body of the one response in `answer`, chunked coding decoded.
+fn response_body(answer: &str) -> String {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_owned();
+    }
+    let mut decoded = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap(), 16).unwrap();
+        if size == 0 {
+            return decoded;
+        }
+        decoded.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}
+
+#[test]
+fn http1_framing_pipelining_and_refusals() {
+    require_root!();
+    in_namespace(|| async {
+        let _a = Backend::start("a", addr(A)).await;
+        let _b = Backend::start("b", addr(B)).await;
+        let _raw = until_close_backend(addr(C)).await;
+        let yaml = two_hosts_three_paths()
+            + "---\n"
+            + &service("raw", &["127.0.0.4"], 8080)
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: raw, namespace: default}\n\
+               spec:\n  ingressClassName: weft\n  rules:\n  - host: raw.example.com\n    http:\n      paths:\n\
+               \x20     - {path: /, pathType: Prefix, backend: {service: {name: raw, port: {number: 80}}}}\n";
+        let ingress = Ingress::start(&yaml, &[]).await;
+        let http = ingress.bound.http;
+        let shop = "Host: shop.example.com\r\n";
+
+        // A chunked upload (with a chunk extension) arrives whole.
+        let answer = raw_exchange(
+            http,
+            format!(
+                "POST /upload HTTP/1.1\r\n{shop}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                 5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(response_body(&answer), "11", "{answer}");
+
+        // Pipelined requests are answered in order on one connection.
+        let answer = raw_exchange(
+            http,
+            format!(
+                "GET /first HTTP/1.1\r\n{shop}\r\nGET /api/second HTTP/1.1\r\n{shop}Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+        let first = answer.find("path=/first").expect(&answer);
+        let second = answer.find("path=/api/second").expect(&answer);
+        assert!(first < second, "{answer}");
+
+        // HTTP/1.0: answered, then closed (no keep-alive asked for).
+        let answer =
+            raw_exchange(http, format!("GET /old HTTP/1.0\r\n{shop}\r\n").as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+        assert!(answer.contains("path=/old"), "{answer}");
+
+        // HEAD: the length of the body, no body.
+        let answer = raw_exchange(
+            http,
+            format!("HEAD /h HTTP/1.1\r\n{shop}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("content-length: "),
+            "{answer}"
+        );
+        assert!(answer.ends_with("\r\n\r\n"), "a body after HEAD: {answer}");
+
+        // Expect: 100-continue: the backend's 100 comes through before the
+        // client sends the body.
+        let mut stream = TcpStream::connect(http).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /upload HTTP/1.1\r\n{shop}Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut interim = [0u8; 25];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut interim))
+            .await
+            .expect("no 100 Continue")
+            .unwrap();
+        assert!(
+            interim.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&interim)
+        );
+        stream.write_all(b"hello").await.unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(rest.contains("HTTP/1.1 200"), "{rest}");
+        assert!(rest.ends_with('5'), "{rest}");
+
+        // Absolute form: the target's authority routes, and is the Host sent.
+        let answer = raw_exchange(
+            http,
+            b"GET http://shop.example.com/api/abs?q=1 HTTP/1.1\r\nHost: elsewhere\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(field(&response_body(&answer), "backend"), "b", "{answer}");
+        assert_eq!(
+            field(&response_body(&answer), "path"),
+            "/api/abs",
+            "{answer}"
+        );
+        assert_eq!(
+            field(&response_body(&answer), "host"),
+            "shop.example.com",
+            "{answer}"
+        );
+
+        // Both Content-Length and Transfer-Encoding: the chunked coding
+        // wins, and the connection closes after the answer.
+        let answer = raw_exchange(
+            http,
+            format!(
+                "POST /upload HTTP/1.1\r\n{shop}Content-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 3\r\nabc\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(response_body(&answer), "3", "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+
+        // A body that ends with the upstream connection: chunked for an
+        // HTTP/1.1 client (which keeps its connection), raw for HTTP/1.0.
+        let raw_host = "Host: raw.example.com\r\n";
+        let answer = raw_exchange(
+            http,
+            format!("GET /x HTTP/1.1\r\n{raw_host}\r\nGET /y HTTP/1.1\r\n{raw_host}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+        assert!(answer.contains("x-raw: 1"), "{answer}");
+        let first = answer.split("HTTP/1.1 200").nth(1).unwrap();
+        assert_eq!(
+            response_body(&format!("HTTP/1.1 200{first}")),
+            "the body ends with the connection",
+            "{answer}"
+        );
+        let answer = raw_exchange(
+            http,
+            format!("GET /z HTTP/1.0\r\n{raw_host}\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            answer.ends_with("\r\n\r\nthe body ends with the connection"),
+            "{answer}"
+        );
+
+        // Malformed or unsupported requests get their status and a close.
+        for (request, status) in [
+            (
+                format!("POST / HTTP/1.1\r\n{shop}Content-Length: 12x\r\n\r\n"),
+                "400",
+            ),
+            (
+                format!("POST / HTTP/1.1\r\n{shop}Content-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+                "400",
+            ),
+            (
+                format!("POST / HTTP/1.1\r\n{shop}Transfer-Encoding: gzip\r\n\r\n"),
+                "501",
+            ),
+            (format!("GET / HTTP/1.1\r\n{shop}{shop}\r\n"), "400"),
+            ("GET / HTTP/1.1\r\nX-No-Host: 1\r\n\r\n".to_owned(), "400"),
+            (
+                "CONNECT shop.example.com:443 HTTP/1.1\r\nHost: shop.example.com:443\r\n\r\n"
+                    .to_owned(),
+                "405",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: shop.example.com\r\nBad Header: x\r\n\r\n".to_owned(),
+                "400",
+            ),
+        ] {
+            let answer = raw_exchange(http, request.as_bytes()).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{request:?} → {answer}"
+            );
+            assert!(
+                answer.to_ascii_lowercase().contains("connection: close"),
+                "{answer}"
+            );
+        }
         ingress.shutdown().await;
     });
 }
