@@ -7,6 +7,7 @@
 //!
 //! Everything here is pure: bytes in, bytes out.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use crate::h1::body::Framing;
@@ -62,7 +63,7 @@ pub struct RequestHead<'b> {
     /// absolute-form target's authority).
     pub authority: &'b str,
     /// The origin-form target (path and query) to forward.
-    pub target: &'b str,
+    pub target: Cow<'b, str>,
     /// The path (no query), for routing.
     pub path: &'b str,
     pub framing: Framing,
@@ -204,7 +205,7 @@ fn analyze<'b>(
             None if minor == 0 => "",
             None => return Err(Refusal::BadRequest("missing Host header")),
         };
-        (host, raw_target)
+        (host, Cow::Borrowed(raw_target))
     } else if let Some(rest) = raw_target
         .strip_prefix("http://")
         .or_else(|| raw_target.strip_prefix("https://"))
@@ -212,18 +213,27 @@ fn analyze<'b>(
         // Absolute form: the target's authority wins over Host.
         let slash = rest.find(['/', '?']).unwrap_or(rest.len());
         let target = &rest[slash..];
-        let target = if target.is_empty() { "/" } else { target };
+        // An empty path is "/" (RFC 9112 section 3.2.1).
+        let target = if target.starts_with('/') {
+            Cow::Borrowed(target)
+        } else {
+            Cow::Owned(format!("/{target}"))
+        };
         (&rest[..slash], target)
     } else if raw_target == "*" && method == "OPTIONS" {
         let host = host_header
             .and_then(|h| std::str::from_utf8(h).ok())
             .unwrap_or_default();
-        (host, "*")
+        (host, Cow::Borrowed("*"))
     } else {
         return Err(Refusal::BadRequest("malformed request target"));
     };
     let host = request_host(authority).ok_or(Refusal::BadRequest("malformed Host"))?;
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let path = match &target {
+        Cow::Borrowed(target) => target.split_once('?').map_or(*target, |(path, _)| path),
+        // Only made for an absolute form without a path: its path is "/".
+        Cow::Owned(_) => "/",
+    };
     let keep_alive = !close && (minor >= 1 || keep_alive_token);
     let upgrade = if minor >= 1 && upgrade_token {
         upgrade_value
@@ -596,4 +606,340 @@ pub fn write_local(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn parse(text: &str) -> Result<Option<RequestHead<'_>>, Refusal> {
+        parse_request(text.as_bytes(), 100, 32 * 1024)
+    }
+
+    fn upstream_head(text: &str, conn: &ConnInfo) -> String {
+        let head = parse(text).unwrap().unwrap();
+        let mut out = Vec::new();
+        head.write_upstream(conn, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn conn() -> ConnInfo {
+        ConnInfo::new(SocketAddr::from(([10, 0, 0, 7], 40000)), 80, false)
+    }
+
+    #[test]
+    fn incomplete_heads_wait_and_oversized_ones_are_refused() {
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+        let long = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "y".repeat(40_000));
+        assert_eq!(parse(&long).unwrap_err(), Refusal::TooLarge);
+        let many: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        assert_eq!(parse(&many).unwrap_err(), Refusal::TooLarge);
+        // More headers than fit on the stack still parse when allowed.
+        let fine: String = (0..150).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let fine = format!("GET / HTTP/1.1\r\nHost: a\r\n{fine}\r\n");
+        assert!(
+            parse_request(fine.as_bytes(), 200, 32 * 1024)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let head = parse("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive);
+        let head = parse("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.framing, Framing::Empty);
+        let head = parse("POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+        // Both: chunked wins and the connection closes afterwards.
+        let head = parse("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+        assert!(!head.keep_alive);
+        for (bad, refusal) in [
+            (
+                "Content-Length: 5\r\nContent-Length: 6",
+                Refusal::BadRequest("conflicting Content-Length headers"),
+            ),
+            (
+                "Content-Length: +5",
+                Refusal::BadRequest("malformed Content-Length"),
+            ),
+            (
+                "Content-Length: 5, 5",
+                Refusal::BadRequest("malformed Content-Length"),
+            ),
+            (
+                "Transfer-Encoding: chunked, chunked",
+                Refusal::BadRequest("a transfer coding after chunked"),
+            ),
+            (
+                "Transfer-Encoding: gzip, chunked",
+                Refusal::NotImplemented("only the chunked transfer coding is supported"),
+            ),
+            (
+                "Transfer-Encoding: ",
+                Refusal::BadRequest("empty Transfer-Encoding"),
+            ),
+        ] {
+            let text = format!("POST / HTTP/1.1\r\nHost: a\r\n{bad}\r\n\r\n");
+            assert_eq!(parse(&text).unwrap_err(), refusal, "{bad}");
+        }
+        let text = "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(parse(text), Err(Refusal::BadRequest(_))));
+    }
+
+    #[test]
+    fn targets_hosts_and_versions() {
+        let head = parse("GET /a/b?x=1 HTTP/1.1\r\nHost: Shop.Example.com:8080\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.host, "shop.example.com");
+        assert_eq!(head.authority, "Shop.Example.com:8080");
+        assert_eq!(head.path, "/a/b");
+        assert_eq!(head.target, "/a/b?x=1");
+        let head = parse("GET http://h.example.com?q HTTP/1.1\r\nHost: other\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (head.host.as_str(), &*head.target, head.path),
+            ("h.example.com", "/?q", "/")
+        );
+        let head = parse("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.target, "*");
+        let head = parse("GET http://h.example.com/x/y HTTP/1.1\r\nHost: o\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((&*head.target, head.path), ("/x/y", "/x/y"));
+        let head = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.host, "");
+        assert!(!head.keep_alive);
+        let head = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.keep_alive);
+        let head = parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!head.keep_alive);
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\n\r\n"),
+            Err(Refusal::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+            Err(Refusal::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            Err(Refusal::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse("GET x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Err(Refusal::BadRequest(_))
+        ));
+        assert_eq!(
+            parse("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err(),
+            Refusal::MethodNotAllowed
+        );
+        // Folded header lines are malformed.
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n"),
+            Err(Refusal::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn upstream_head_drops_hop_by_hop_and_sets_forwarding_headers() {
+        let text = "POST /p?q HTTP/1.1\r\nHost: shop.example.com\r\nConnection: keep-alive, X-Secret\r\n\
+                    Keep-Alive: timeout=5\r\nX-Secret: 1\r\nTE: trailers\r\nX-Forwarded-For: 6.6.6.6\r\n\
+                    Forwarded: for=6.6.6.6\r\nTransfer-Encoding: chunked\r\nX-Kept: yes\r\n\r\n";
+        let head = upstream_head(text, &conn());
+        assert!(
+            head.starts_with("POST /p?q HTTP/1.1\r\nhost: shop.example.com\r\n"),
+            "{head}"
+        );
+        for gone in ["Keep-Alive", "X-Secret", "TE:", "6.6.6.6", "Connection"] {
+            assert!(!head.contains(gone), "{gone} in {head}");
+        }
+        for kept in [
+            "X-Kept: yes\r\n",
+            "x-forwarded-for: 10.0.0.7\r\n",
+            "x-real-ip: 10.0.0.7\r\n",
+            "x-forwarded-proto: http\r\n",
+            "x-forwarded-port: 80\r\n",
+            "x-forwarded-host: shop.example.com\r\n",
+            "forwarded: for=10.0.0.7;host=shop.example.com;proto=http\r\n",
+            "transfer-encoding: chunked\r\n",
+        ] {
+            assert!(head.contains(kept), "{kept:?} missing in {head}");
+        }
+        assert!(head.ends_with("\r\n\r\n"));
+        // An upgrade keeps Upgrade and says so in Connection.
+        let head = upstream_head(
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            &conn(),
+        );
+        assert!(
+            head.contains("upgrade: websocket\r\nconnection: upgrade\r\n"),
+            "{head}"
+        );
+        // A fixed-length body's length is restated once.
+        let head = upstream_head(
+            "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\n",
+            &conn(),
+        );
+        assert_eq!(head.matches("content-length: 7\r\n").count(), 1, "{head}");
+        assert!(!head.contains("Content-Length"), "{head}");
+    }
+
+    fn respond(text: &str, client: ClientSide) -> (ResponseHead, String) {
+        let mut out = Vec::new();
+        let head = parse_response(text.as_bytes(), client, &mut out)
+            .unwrap()
+            .unwrap();
+        (head, String::from_utf8(out).unwrap())
+    }
+
+    const V11: ClientSide = ClientSide {
+        minor: 1,
+        keep_alive: true,
+        head_request: false,
+    };
+
+    #[test]
+    fn response_framing_and_the_clients_head() {
+        let (head, out) = respond(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc",
+            V11,
+        );
+        assert_eq!(
+            (head.status, head.framing, head.reusable),
+            (200, Framing::Length(3), true)
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nX-A: b\r\ncontent-length: 3\r\n\r\n"
+        );
+        assert_eq!(head.len, out.len());
+        let (head, out) = respond(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            V11,
+        );
+        assert_eq!(head.framing, Framing::Chunked);
+        assert!(
+            out.contains("transfer-encoding: chunked") && !out.contains("ength"),
+            "{out}"
+        );
+        // Until close: chunked for HTTP/1.1 clients, the upstream not reused.
+        let (head, out) = respond("HTTP/1.1 200 OK\r\n\r\n", V11);
+        assert_eq!(
+            (head.framing, head.reusable, head.client_keep_alive),
+            (Framing::UntilClose, false, true)
+        );
+        assert!(out.contains("transfer-encoding: chunked"), "{out}");
+        // For an HTTP/1.0 client: raw, then close.
+        let old = ClientSide {
+            minor: 0,
+            keep_alive: true,
+            head_request: false,
+        };
+        let (head, out) = respond("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", old);
+        assert!(!head.client_keep_alive);
+        assert!(
+            out.contains("connection: close") && !out.contains("chunked"),
+            "{out}"
+        );
+        let (head, out) = respond("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", old);
+        assert!(head.client_keep_alive);
+        assert!(out.contains("connection: keep-alive"), "{out}");
+        // No body: HEAD (its Content-Length kept), 204, 304, 1xx.
+        let head_request = ClientSide {
+            head_request: true,
+            ..V11
+        };
+        let (head, out) = respond(
+            "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n",
+            head_request,
+        );
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(out.contains("Content-Length: 42"), "{out}");
+        for status in ["204 No Content", "304 Not Modified", "100 Continue"] {
+            let (head, _) = respond(&format!("HTTP/1.1 {status}\r\n\r\n"), V11);
+            assert_eq!(head.framing, Framing::Empty, "{status}");
+        }
+        // The upstream's own keep-alive.
+        let (head, out) = respond(
+            "HTTP/1.1 200 OK\r\nConnection: close, X-Drop\r\nX-Drop: 1\r\nContent-Length: 0\r\n\r\n",
+            V11,
+        );
+        assert!(!head.reusable);
+        assert!(!out.contains("X-Drop") && !out.contains("close"), "{out}");
+        let (head, _) = respond("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", V11);
+        assert!(!head.reusable);
+        // Switching protocols keeps Upgrade.
+        let (head, out) = respond(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            V11,
+        );
+        assert!(!head.reusable);
+        assert!(
+            out.contains("Upgrade: websocket\r\n") && out.contains("connection: upgrade\r\n"),
+            "{out}"
+        );
+        // Unusable heads.
+        let mut out = Vec::new();
+        for (bad, why) in [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                BadResponse::Length,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                BadResponse::Coding,
+            ),
+            ("HTTP/1.1 2000 OK\r\n\r\n", BadResponse::Malformed),
+        ] {
+            assert_eq!(
+                parse_response(bad.as_bytes(), V11, &mut out).unwrap_err(),
+                why,
+                "{bad}"
+            );
+        }
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\n", V11, &mut out)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn local_responses_are_complete_messages() {
+        let mut out = Vec::new();
+        write_local(&mut out, 308, "go\n", Some("https://a/b"), true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 308 Permanent Redirect\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: 3\r\nlocation: https://a/b\r\nconnection: close\r\n\r\ngo\n"
+        );
+        let mut digits = Vec::new();
+        for n in [0, 7, 10, 12345, u64::MAX] {
+            digits.clear();
+            decimal(&mut digits, n);
+            assert_eq!(String::from_utf8(digits.clone()).unwrap(), n.to_string());
+        }
+    }
 }

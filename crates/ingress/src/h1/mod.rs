@@ -210,7 +210,7 @@ fn plan_request(
     let plan = match route.clone() {
         None => local(proxy.not_found(&request.host, request.path)),
         Some(route) if route.ssl_redirect && !conn.tls => {
-            local(proxy.redirect_to(&request.host, request.target))
+            local(proxy.redirect_to(&request.host, &request.target))
         }
         Some(route) => match proxy.unavailable(&route) {
             Some(response) => local(response),
