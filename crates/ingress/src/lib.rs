@@ -101,7 +101,8 @@ pub struct IngressArgs {
     /// is skipped for the next).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Time for an upstream to send response headers (then 504).
+    /// Time for an upstream to send response headers (then 504); on
+    /// HTTP/1 also the longest a body read or write may make no progress.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub response_timeout: Duration,
     /// Time for a client to send request headers, and to start the next

@@ -140,6 +140,13 @@ pub async fn serve(
     // bytes end then instead of holding up the drain.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let heartbeat = tokio::spawn(timer_heartbeat());
+    let pool = proxy.pool.clone();
+    let pruner = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PRUNE_EVERY).await;
+            pool.prune_idle();
+        }
+    });
     let builder = Arc::new(builder(&settings));
     // Only the port of the accepting socket is used (`X-Forwarded-Port`):
     // the listener's, without a getsockname per connection.
@@ -236,7 +243,11 @@ pub async fn serve(
         tracing::warn!("drain timeout passed; closing the remaining connections");
     }
     heartbeat.abort();
+    pruner.abort();
 }
+
+/// How often idle upstream connections are checked.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// How often [`timer_heartbeat`] wakes its worker: shorter than every
 /// timeout a request arms by default (connect 3 s, headers 10 s, upstream
@@ -329,6 +340,8 @@ async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
+    // One header timeout for the first bytes and the rest of the head.
+    let deadline = tokio::time::Instant::now() + waits.limits.header_timeout;
     let first = tokio::select! {
         first = first_bytes(&mut io, waits.limits.header_timeout) => first,
         _ = waits.stopping.wait_for(|stopping| *stopping) => None,
@@ -338,7 +351,8 @@ async fn serve_connection<I>(
         return;
     };
     if !h2 && !is_h2_preface(&first) {
-        crate::h1::serve(io, first, info, proxy, waits.limits, waits.stopping).await;
+        let limits = waits.limits;
+        crate::h1::serve(io, first, info, proxy, limits, deadline, waits.stopping).await;
         return;
     }
     // Boxed, as HTTP/2 is the rarer case and its state the larger.

@@ -212,6 +212,29 @@ impl Pool {
         }
     }
 
+    /// Closes idle connections that are too old or that the upstream
+    /// closed, and forgets endpoints with none left; run periodically, so
+    /// that connections to endpoints no request goes to any more (a
+    /// deleted pod) do not stay open.
+    pub fn prune_idle(&self) {
+        let idle_timeout = self.settings.idle_timeout;
+        let mut state = self.lock();
+        state.idle_streams.retain(|_, idle| {
+            idle.retain(|conn| {
+                conn.since.elapsed() < idle_timeout
+                    && matches!(
+                        conn.stream.try_read(&mut [0u8; 1]),
+                        Err(ref error) if error.kind() == std::io::ErrorKind::WouldBlock
+                    )
+            });
+            !idle.is_empty()
+        });
+        state.idle.retain(|_, idle| {
+            idle.retain(|conn| !conn.sender.is_closed() && conn.since.elapsed() < idle_timeout);
+            !idle.is_empty()
+        });
+    }
+
     /// A new TCP connection to `addr` within the connect timeout; the
     /// outcome updates the memory of endpoints that refused.
     async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
@@ -411,6 +434,41 @@ mod tests {
         (1..=n)
             .map(|i| SocketAddr::from(([10, 0, 0, i], 80)))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn pruning_closes_idle_streams_the_upstream_closed_or_that_aged() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::new(PoolSettings {
+            connect_timeout: Duration::from_secs(1),
+            max_idle_per_endpoint: 4,
+            idle_timeout: Duration::from_secs(60),
+        });
+        let kept = pool.checkout_raw(addr).await.unwrap();
+        let (_kept_peer, _) = listener.accept().await.unwrap();
+        let closed = pool.checkout_raw(addr).await.unwrap();
+        let (closed_peer, _) = listener.accept().await.unwrap();
+        pool.checkin_raw(kept);
+        pool.checkin_raw(closed);
+        drop(closed_peer);
+        // The reactor sees the close once the runtime polls it.
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            pool.prune_idle();
+            if pool.lock().idle_streams.get(&addr).map(Vec::len) == Some(1) {
+                break;
+            }
+        }
+        assert_eq!(pool.lock().idle_streams.get(&addr).map(Vec::len), Some(1));
+        // The survivor is the open one, and is handed out again.
+        let again = pool.checkout_raw(addr).await.unwrap();
+        assert!(again.reused);
+        pool.checkin_raw(again);
+        // Aged out: the endpoint is forgotten.
+        pool.lock().idle_streams.get_mut(&addr).unwrap()[0].since -= Duration::from_secs(61);
+        pool.prune_idle();
+        assert!(pool.lock().idle_streams.is_empty());
     }
 
     #[test]

@@ -601,9 +601,6 @@ fn websocket_echo_through_the_ingress() {
             binary
         );
         ws.close(None).await.unwrap();
-        // An open tunnel is drained like a request in flight: the client
-        // leaves first.
-        drop(ws);
         ingress.shutdown().await;
     });
 }
@@ -961,6 +958,27 @@ fn http1_framing_pipelining_and_refusals() {
             "{answer}"
         );
         assert!(answer.ends_with("\r\n\r\n"), "a body after HEAD: {answer}");
+
+        // The proxy's own answers to HEAD have no body either, and the
+        // connection stays usable.
+        let answer = raw_exchange(
+            http,
+            b"HEAD /x HTTP/1.1\r\nHost: nowhere.example.com\r\n\r\nGET /y HTTP/1.1\r\nHost: nowhere.example.com\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(answer.matches("HTTP/1.1 404").count(), 2, "{answer}");
+        let (head_answer, get_answer) = answer.split_at(answer.rfind("HTTP/1.1 404").unwrap());
+        assert!(head_answer.ends_with("\r\n\r\n"), "{answer}");
+        assert!(get_answer.ends_with("path \"/y\"\n"), "{answer}");
+
+        // A malformed chunked body is answered 400.
+        let answer = raw_exchange(
+            http,
+            format!("POST /upload HTTP/1.1\r\n{shop}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
 
         // Expect: 100-continue: the backend's 100 comes through before the
         // client sends the body.

@@ -7,6 +7,7 @@
 //! dropped, trailer fields passed on).
 
 use std::io;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -52,12 +53,16 @@ pub enum BodyError {
     Truncated,
     #[error("malformed chunked body: {0}")]
     Chunked(&'static str),
+    #[error("nothing received for {0:?}")]
+    ReadIdle(Duration),
+    #[error("nothing could be sent for {0:?}")]
+    WriteIdle(Duration),
 }
 
 impl BodyError {
     /// Whether the side written to failed (rather than the side read from).
     pub fn is_write(&self) -> bool {
-        matches!(self, BodyError::Write(_))
+        matches!(self, BodyError::Write(_) | BodyError::WriteIdle(_))
     }
 }
 
@@ -91,32 +96,34 @@ enum Chunk {
 /// Copies one body from `buf` and then `src` to `dst`, framed by
 /// `framing`, written as `output`. `out` may hold bytes to send first (a
 /// message head): they go out together with the first body bytes. Bytes
-/// after the body's end stay in `buf`. `dst` is flushed at the end.
+/// after the body's end stay in `buf`. `dst` is flushed at the end. A
+/// read or a write that makes no progress for `idle` fails the relay.
 pub async fn relay<R, W>(
     buf: &mut BytesMut,
     src: &mut R,
     dst: &mut W,
     out: &mut Vec<u8>,
-    framing: Framing,
-    output: Output,
+    (framing, output): (Framing, Output),
+    idle: Duration,
 ) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut dst = Idle { io: dst, idle };
     match framing {
         Framing::Empty => {}
         Framing::Length(mut left) => {
             loop {
                 let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                emit(dst, out, &buf[..take], output).await?;
+                emit(&mut dst, out, &buf[..take], output).await?;
                 buf.advance(take);
                 left -= take as u64;
                 if left == 0 {
                     break;
                 }
-                send(dst, out).await?;
-                if fill(src, buf).await.map_err(BodyError::Read)? == 0 {
+                send(&mut dst, out).await?;
+                if read_more(src, buf, idle).await? == 0 {
                     return Err(BodyError::Truncated);
                 }
             }
@@ -127,9 +134,9 @@ where
         Framing::UntilClose => {
             loop {
                 let data = buf.split();
-                emit(dst, out, &data, output).await?;
-                send(dst, out).await?;
-                if fill(src, buf).await.map_err(BodyError::Read)? == 0 {
+                emit(&mut dst, out, &data, output).await?;
+                send(&mut dst, out).await?;
+                if read_more(src, buf, idle).await? == 0 {
                     break;
                 }
             }
@@ -140,26 +147,60 @@ where
         Framing::Chunked => {
             let mut state = Chunk::Size;
             loop {
-                state = decode(buf, dst, out, state, output).await?;
+                state = decode(buf, &mut dst, out, state, output).await?;
                 if state == Chunk::Done {
                     break;
                 }
-                send(dst, out).await?;
-                if fill(src, buf).await.map_err(BodyError::Read)? == 0 {
+                send(&mut dst, out).await?;
+                if read_more(src, buf, idle).await? == 0 {
                     return Err(BodyError::Truncated);
                 }
             }
         }
     }
-    send(dst, out).await?;
-    dst.flush().await.map_err(BodyError::Write)
+    send(&mut dst, out).await?;
+    dst.flush().await
+}
+
+/// Reads more of `src` into `buf` within `idle`.
+async fn read_more<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> Result<usize, BodyError> {
+    match tokio::time::timeout(idle, fill(src, buf)).await {
+        Ok(read) => read.map_err(BodyError::Read),
+        Err(_) => Err(BodyError::ReadIdle(idle)),
+    }
+}
+
+/// The side a body is written to, each write bounded by `idle`.
+struct Idle<'a, W> {
+    io: &'a mut W,
+    idle: Duration,
+}
+
+impl<W: AsyncWrite + Unpin> Idle<'_, W> {
+    async fn write_all(&mut self, data: &[u8]) -> Result<(), BodyError> {
+        match tokio::time::timeout(self.idle, self.io.write_all(data)).await {
+            Ok(written) => written.map_err(BodyError::Write),
+            Err(_) => Err(BodyError::WriteIdle(self.idle)),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), BodyError> {
+        match tokio::time::timeout(self.idle, self.io.flush()).await {
+            Ok(flushed) => flushed.map_err(BodyError::Write),
+            Err(_) => Err(BodyError::WriteIdle(self.idle)),
+        }
+    }
 }
 
 /// Decodes what `buf` holds of a chunked body from `state` on; returns the
 /// state reached when more input is needed, or `Done`.
 async fn decode<W: AsyncWrite + Unpin>(
     buf: &mut BytesMut,
-    dst: &mut W,
+    dst: &mut Idle<'_, W>,
     out: &mut Vec<u8>,
     mut state: Chunk,
     output: Output,
@@ -207,7 +248,10 @@ async fn decode<W: AsyncWrite + Unpin>(
                 Chunk::Size
             }
             Chunk::Trailers { seen } => {
-                let Some(line_end) = line_end(buf, MAX_TRAILERS - seen)? else {
+                let limit = MAX_TRAILERS
+                    .checked_sub(seen)
+                    .ok_or(BodyError::Chunked("trailer section too large"))?;
+                let Some(line_end) = line_end(buf, limit)? else {
                     return Ok(state);
                 };
                 let line = &buf[..line_end];
@@ -296,7 +340,7 @@ pub fn is_token(b: u8) -> bool {
 /// Adds body bytes to the output, framed as `output`; large pieces are
 /// written straight from `data` rather than copied.
 async fn emit<W: AsyncWrite + Unpin>(
-    dst: &mut W,
+    dst: &mut Idle<'_, W>,
     out: &mut Vec<u8>,
     data: &[u8],
     output: Output,
@@ -311,7 +355,7 @@ async fn emit<W: AsyncWrite + Unpin>(
         out.extend_from_slice(data);
     } else {
         send(dst, out).await?;
-        dst.write_all(data).await.map_err(BodyError::Write)?;
+        dst.write_all(data).await?;
     }
     if output == Output::Chunked {
         out.extend_from_slice(b"\r\n");
@@ -320,9 +364,12 @@ async fn emit<W: AsyncWrite + Unpin>(
 }
 
 /// Writes and empties the output buffer.
-async fn send<W: AsyncWrite + Unpin>(dst: &mut W, out: &mut Vec<u8>) -> Result<(), BodyError> {
+async fn send<W: AsyncWrite + Unpin>(
+    dst: &mut Idle<'_, W>,
+    out: &mut Vec<u8>,
+) -> Result<(), BodyError> {
     if !out.is_empty() {
-        dst.write_all(out).await.map_err(BodyError::Write)?;
+        dst.write_all(out).await?;
         out.clear();
     }
     Ok(())
@@ -344,7 +391,16 @@ mod tests {
         let mut dst = Vec::new();
         let mut buf = BytesMut::new();
         let mut out = b"HEAD|".to_vec();
-        relay(&mut buf, &mut src, &mut dst, &mut out, framing, output).await?;
+        let idle = Duration::from_secs(5);
+        relay(
+            &mut buf,
+            &mut src,
+            &mut dst,
+            &mut out,
+            (framing, output),
+            idle,
+        )
+        .await?;
         assert!(out.is_empty());
         Ok((dst, buf.to_vec()))
     }
@@ -442,6 +498,18 @@ mod tests {
         }
         let err = run(b"5\r\nhel", 3, Framing::Chunked, Output::Raw).await;
         assert!(matches!(err, Err(BodyError::Truncated)));
+        // A trailer section over its bound fails, however it is cut.
+        let big_trailer = [
+            b"0\r\na:".to_vec(),
+            b"x".repeat(MAX_TRAILERS - 4),
+            b"\r\nb: 1\r\n".to_vec(),
+            b"y".repeat(100_000),
+        ]
+        .concat();
+        for piece in [7, 1000, 200_000] {
+            let err = run(&big_trailer, piece, Framing::Chunked, Output::Raw).await;
+            assert!(matches!(err, Err(BodyError::Chunked(_))), "{err:?}");
+        }
         let long = [b"1".repeat(10), b";".to_vec(), b"x".repeat(5000)].concat();
         let err = run(&long, 100, Framing::Chunked, Output::Raw).await;
         assert!(matches!(err, Err(BodyError::Chunked(_))));

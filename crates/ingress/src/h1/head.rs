@@ -69,8 +69,10 @@ pub struct RequestHead<'b> {
     pub framing: Framing,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
-    /// The `Upgrade` value of an upgrade request.
+    /// The `Upgrade` value of an upgrade request (one without a body).
     pub upgrade: Option<&'b [u8]>,
+    /// The client sent `Content-Length: 0` (forwarded as such).
+    zero_length: bool,
     headers: Vec<(&'b str, &'b [u8])>,
     /// Header names the Connection header lists (dropped when forwarding).
     connection_named: Vec<&'b str>,
@@ -221,9 +223,12 @@ fn analyze<'b>(
         };
         (&rest[..slash], target)
     } else if raw_target == "*" && method == "OPTIONS" {
-        let host = host_header
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .unwrap_or_default();
+        let host = match host_header {
+            Some(host) => std::str::from_utf8(host)
+                .map_err(|_| Refusal::BadRequest("malformed Host header"))?,
+            None if minor == 0 => "",
+            None => return Err(Refusal::BadRequest("missing Host header")),
+        };
         (host, Cow::Borrowed("*"))
     } else {
         return Err(Refusal::BadRequest("malformed request target"));
@@ -235,7 +240,9 @@ fn analyze<'b>(
         Cow::Owned(_) => "/",
     };
     let keep_alive = !close && (minor >= 1 || keep_alive_token);
-    let upgrade = if minor >= 1 && upgrade_token {
+    // An upgrade carrying a body is forwarded as a plain request: the
+    // tunnel would start with the body half sent.
+    let upgrade = if minor >= 1 && upgrade_token && framing == Framing::Empty {
         upgrade_value
     } else {
         None
@@ -251,6 +258,7 @@ fn analyze<'b>(
         framing,
         keep_alive,
         upgrade,
+        zero_length: framing == Framing::Empty && length == Some(0),
         headers,
         connection_named,
     })
@@ -385,6 +393,7 @@ impl RequestHead<'_> {
         match self.framing {
             Framing::Length(length) => content_length(out, length),
             Framing::Chunked => header(out, "transfer-encoding", b"chunked"),
+            Framing::Empty if self.zero_length => content_length(out, 0),
             Framing::Empty | Framing::UntilClose => {}
         }
         if let Some(upgrade) = self.upgrade {
@@ -475,6 +484,9 @@ pub fn parse_response(
         Err(_) => return Err(BadResponse::Malformed),
     };
     let status = response.code.unwrap_or(0);
+    if status < 100 {
+        return Err(BadResponse::Malformed);
+    }
     let minor = response.version.unwrap_or(1);
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -577,19 +589,41 @@ pub fn parse_response(
         len,
         status,
         framing,
-        reusable: !close && framing.is_delimited() && !switching,
+        // A message with both a length and a transfer coding may have been
+        // meant either way (RFC 9112 section 6.1): not reused.
+        reusable: !close && framing.is_delimited() && !switching && (!chunked || length.is_none()),
         client_keep_alive: !client_close && !switching,
     }))
 }
 
+/// How a response the proxy makes itself is framed for its client.
+#[derive(Clone, Copy, Debug)]
+pub struct Reply {
+    /// The connection closes after it.
+    pub close: bool,
+    /// HTTP/1.x minor version of the request.
+    pub minor: u8,
+    /// The request was HEAD: the body's length, not the body.
+    pub head_request: bool,
+}
+
+impl Reply {
+    /// For a request that could not be read: close after answering.
+    pub const CLOSE: Reply = Reply {
+        close: true,
+        minor: 1,
+        head_request: false,
+    };
+}
+
 /// A response the proxy makes itself: status, a plain-text body and
-/// optionally a Location; `close` adds `Connection: close`.
+/// optionally a Location.
 pub fn write_local(
     out: &mut Vec<u8>,
     status: u16,
     body: &str,
     location: Option<&str>,
-    close: bool,
+    reply: Reply,
 ) {
     let reason = http::StatusCode::from_u16(status)
         .ok()
@@ -601,11 +635,15 @@ pub fn write_local(
     if let Some(location) = location.filter(|l| l.bytes().all(|b| (0x21..0x7f).contains(&b))) {
         header(out, "location", location.as_bytes());
     }
-    if close {
+    if reply.close {
         header(out, "connection", b"close");
+    } else if reply.minor == 0 {
+        header(out, "connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
+    if !reply.head_request {
+        out.extend_from_slice(body.as_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -797,6 +835,18 @@ mod tests {
             head.contains("upgrade: websocket\r\nconnection: upgrade\r\n"),
             "{head}"
         );
+        // An upgrade with a body is a plain request.
+        let head = upstream_head(
+            "POST /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x\r\nContent-Length: 2\r\n\r\n",
+            &conn(),
+        );
+        assert!(!head.to_ascii_lowercase().contains("upgrade"), "{head}");
+        // An explicit zero length is kept.
+        let head = upstream_head(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            &conn(),
+        );
+        assert!(head.contains("content-length: 0\r\n"), "{head}");
         // A fixed-length body's length is restated once.
         let head = upstream_head(
             "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\n",
@@ -929,11 +979,24 @@ mod tests {
     #[test]
     fn local_responses_are_complete_messages() {
         let mut out = Vec::new();
-        write_local(&mut out, 308, "go\n", Some("https://a/b"), true);
+        write_local(&mut out, 308, "go\n", Some("https://a/b"), Reply::CLOSE);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 308 Permanent Redirect\r\ncontent-type: text/plain; charset=utf-8\r\n\
              content-length: 3\r\nlocation: https://a/b\r\nconnection: close\r\n\r\ngo\n"
+        );
+        // HEAD: the length, no body; HTTP/1.0 keep-alive said so.
+        let mut out = Vec::new();
+        let reply = Reply {
+            close: false,
+            minor: 0,
+            head_request: true,
+        };
+        write_local(&mut out, 404, "nothing\n", None, reply);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("content-length: 8\r\nconnection: keep-alive\r\n\r\n"),
+            "{text}"
         );
         let mut digits = Vec::new();
         for n in [0, 7, 10, 12345, u64::MAX] {

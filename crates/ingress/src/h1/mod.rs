@@ -18,6 +18,7 @@ pub mod body;
 pub mod head;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -27,7 +28,7 @@ use crate::proxy::{ConnInfo, Failure, LocalResponse, Proxy, Record};
 use crate::routes::Route;
 use crate::upstream::Upstream;
 use body::{Framing, Output};
-use head::{BadResponse, ClientSide, Refusal, RequestHead};
+use head::{BadResponse, ClientSide, Refusal, Reply, RequestHead};
 
 /// Limits on the client side of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -44,141 +45,524 @@ enum Plan {
     /// Answer with the proxy's own response.
     Local {
         response: LocalResponse,
-        /// Close the connection afterwards.
-        close: bool,
+        reply: Reply,
     },
     /// Forward to the route's backend; the upstream head is written.
-    Forward {
-        route: Arc<Route>,
-        framing: Framing,
-        client: ClientSide,
-        upgrade: bool,
-        idempotent: bool,
-    },
+    Forward(Forward),
 }
 
-/// Serves HTTP/1 requests on `io` until the client closes, a request asks
-/// to, an error makes the connection unusable, the client stays silent
-/// for the header timeout, or `stopping` turns true between requests.
-/// `buf` holds bytes already read from `io`.
-pub async fn serve<S>(
-    mut io: S,
-    mut buf: BytesMut,
-    conn: Arc<ConnInfo>,
-    proxy: Arc<Proxy>,
-    limits: Limits,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    // The upstream request head, and what goes to the client: both kept
-    // for the connection's life.
-    let mut upstream_head = Vec::with_capacity(1024);
-    let mut out = Vec::with_capacity(2048);
-    loop {
-        let deadline = tokio::time::Instant::now() + limits.header_timeout;
-        let (plan, mut record) = loop {
-            upstream_head.clear();
-            if let Some(planned) = plan(&proxy, &conn, &mut buf, limits, &mut upstream_head) {
-                break planned;
-            }
-            let read = tokio::select! {
-                read = tokio::time::timeout_at(deadline, body::fill(&mut io, &mut buf)) => read,
-                _ = stopping.wait_for(|stopping| *stopping), if buf.is_empty() => return,
-            };
-            match read {
-                Ok(Ok(read)) if read > 0 => {}
-                Ok(Ok(_)) => return,
-                Ok(Err(error)) => {
-                    tracing::debug!(peer = %conn.peer, %error, "client read failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %conn.peer, "request head not received in time");
-                    return;
-                }
-            }
-        };
-        let keep_alive = match plan {
-            Plan::Local { response, close } => {
-                out.clear();
-                record.status = response.status.as_u16();
-                let close = close || *stopping.borrow();
-                head::write_local(
-                    &mut out,
-                    record.status,
-                    &response.body,
-                    response.location.as_deref(),
-                    close,
-                );
-                let written = io.write_all(&out).await;
-                let flushed = match written {
-                    Ok(()) => io.flush().await,
-                    Err(error) => Err(error),
-                };
-                proxy.finish(&record, &conn);
-                flushed.is_ok() && !close
-            }
-            Plan::Forward {
-                route,
-                framing,
-                mut client,
-                upgrade,
-                idempotent,
-            } => {
-                client.keep_alive &= !*stopping.borrow();
-                let forwarded = Forward {
-                    route: &route,
-                    framing,
-                    client,
-                    upgrade,
-                    idempotent,
-                };
-                let keep = forward(
-                    &mut io,
-                    &mut buf,
-                    &upstream_head,
-                    &mut out,
-                    &proxy,
-                    &forwarded,
-                    &mut record,
-                )
-                .await;
-                proxy.finish(&record, &conn);
-                keep
-            }
-        };
-        if !keep_alive || *stopping.borrow() {
-            return;
+/// A request to forward.
+struct Forward {
+    route: Arc<Route>,
+    framing: Framing,
+    client: ClientSide,
+    upgrade: bool,
+    idempotent: bool,
+}
+
+impl Forward {
+    /// How a local answer to this request is framed.
+    fn reply(&self) -> Reply {
+        Reply {
+            // An unread body leaves the connection unusable.
+            close: !self.client.keep_alive || self.framing != Framing::Empty,
+            minor: self.client.minor,
+            head_request: self.client.head_request,
         }
     }
 }
 
-/// Parses the head at the start of `buf` and decides what to do; `None`
-/// while the head is incomplete. The head's bytes are consumed; for a
-/// forward, the upstream head is written into `upstream_head`.
-fn plan(
-    proxy: &Proxy,
-    conn: &ConnInfo,
-    buf: &mut BytesMut,
+/// How long the closing of a connection may take (a TLS close_notify to
+/// a client that does not read).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Serves HTTP/1 requests on `io` until the client closes, a request asks
+/// to, an error makes the connection unusable, the client stays silent
+/// for the header timeout, or `stopping` turns true between requests.
+/// `buf` holds bytes already read from `io`; the first request's head
+/// must be complete by `first_deadline`. The connection is shut down at
+/// the end (for TLS, with a close_notify).
+pub async fn serve<S>(
+    mut io: S,
+    buf: BytesMut,
+    conn: Arc<ConnInfo>,
+    proxy: Arc<Proxy>,
     limits: Limits,
-    upstream_head: &mut Vec<u8>,
-) -> Option<(Plan, Record)> {
-    let started = Instant::now();
-    let parsed = head::parse_request(buf, limits.max_headers, limits.max_header_bytes);
-    let (plan, record, consumed) = match parsed {
-        Ok(None) => return None,
-        Err(refusal) => {
-            let record = Record::refused(started);
-            (refused(refusal), record, buf.len())
-        }
-        Ok(Some(mut request)) => {
-            let (plan, record) = plan_request(proxy, conn, &mut request, started, upstream_head);
-            (plan, record, request.len)
-        }
+    first_deadline: tokio::time::Instant,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut connection = Connection {
+        conn,
+        proxy,
+        limits,
+        stopping,
+        upstream_head: Vec::with_capacity(1024),
+        out: Vec::with_capacity(2048),
     };
-    buf.advance(consumed);
-    Some((plan, record))
+    connection.serve(&mut io, buf, first_deadline).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, io.shutdown()).await;
+}
+
+/// One client connection's state.
+struct Connection {
+    conn: Arc<ConnInfo>,
+    proxy: Arc<Proxy>,
+    limits: Limits,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    /// The upstream request head, kept for retries.
+    upstream_head: Vec<u8>,
+    /// What goes to the client next.
+    out: Vec<u8>,
+}
+
+impl Connection {
+    fn stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    async fn serve<S>(&mut self, io: &mut S, mut buf: BytesMut, first: tokio::time::Instant)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut deadline = first;
+        loop {
+            let (plan, mut record) = loop {
+                self.upstream_head.clear();
+                if let Some(planned) = self.plan(&mut buf) {
+                    break planned;
+                }
+                let read = tokio::select! {
+                    read = tokio::time::timeout_at(deadline, body::fill(io, &mut buf)) => read,
+                    _ = self.stopping.wait_for(|stopping| *stopping), if buf.is_empty() => return,
+                };
+                match read {
+                    Ok(Ok(read)) if read > 0 => {}
+                    Ok(Ok(_)) => return,
+                    Ok(Err(error)) => {
+                        tracing::debug!(peer = %self.conn.peer, %error, "client read failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %self.conn.peer, "request head not received in time");
+                        return;
+                    }
+                }
+            };
+            let keep_alive = match plan {
+                Plan::Local { response, reply } => {
+                    self.answer_locally(io, &response, reply, &mut record).await
+                }
+                Plan::Forward(mut request) => {
+                    request.client.keep_alive &= !self.stopping();
+                    self.forward(io, &mut buf, &request, &mut record).await
+                }
+            };
+            self.proxy.finish(&record, &self.conn);
+            if !keep_alive || self.stopping() {
+                return;
+            }
+            deadline = tokio::time::Instant::now() + self.limits.header_timeout;
+        }
+    }
+
+    /// Parses the head at the start of `buf` and decides what to do;
+    /// `None` while the head is incomplete. The head's bytes are
+    /// consumed; for a forward, the upstream head is written.
+    fn plan(&mut self, buf: &mut BytesMut) -> Option<(Plan, Record)> {
+        let started = Instant::now();
+        let limits = self.limits;
+        let parsed = head::parse_request(buf, limits.max_headers, limits.max_header_bytes);
+        let (plan, record, consumed) = match parsed {
+            Ok(None) => return None,
+            Err(refusal) => (refused(refusal), Record::refused(started), buf.len()),
+            Ok(Some(mut request)) => {
+                let (plan, record) = self.plan_request(&mut request, started);
+                (plan, record, request.len)
+            }
+        };
+        buf.advance(consumed);
+        Some((plan, record))
+    }
+
+    fn plan_request(&mut self, request: &mut RequestHead<'_>, started: Instant) -> (Plan, Record) {
+        let proxy = &self.proxy;
+        let table = proxy.table.load();
+        let route = table.route(&request.host, request.path).cloned();
+        let reply = Reply {
+            // A local answer leaves any request body unread: the
+            // connection closes after it.
+            close: !request.keep_alive || request.framing != Framing::Empty,
+            minor: request.minor,
+            head_request: request.is_head(),
+        };
+        let local = |response| Plan::Local { response, reply };
+        let plan = match route.clone() {
+            None => local(proxy.not_found(&request.host, request.path)),
+            Some(route) if route.ssl_redirect && !self.conn.tls => {
+                local(proxy.redirect_to(&request.host, &request.target))
+            }
+            Some(route) => match proxy.unavailable(&route) {
+                Some(response) => local(response),
+                None => {
+                    request.write_upstream(&self.conn, &mut self.upstream_head);
+                    Plan::Forward(Forward {
+                        framing: request.framing,
+                        client: ClientSide {
+                            minor: request.minor,
+                            keep_alive: request.keep_alive,
+                            head_request: request.is_head(),
+                        },
+                        upgrade: request.upgrade.is_some(),
+                        idempotent: request.is_idempotent(),
+                        route,
+                    })
+                }
+            },
+        };
+        let version = if request.minor == 0 {
+            http::Version::HTTP_10
+        } else {
+            http::Version::HTTP_11
+        };
+        let host = std::mem::take(&mut request.host);
+        let record = Record::new(started, request.method, host, request.path, version, route);
+        (plan, record)
+    }
+
+    /// Writes the proxy's own response; whether the connection stays open.
+    async fn answer_locally<S>(
+        &mut self,
+        io: &mut S,
+        response: &LocalResponse,
+        mut reply: Reply,
+        record: &mut Record,
+    ) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.out.clear();
+        record.status = response.status.as_u16();
+        reply.close |= self.stopping();
+        head::write_local(
+            &mut self.out,
+            record.status,
+            &response.body,
+            response.location.as_deref(),
+            reply,
+        );
+        let sent = io.write_all(&self.out).await.is_ok() && io.flush().await.is_ok();
+        sent && !reply.close
+    }
+
+    /// Forwards a request whose upstream head is written, trying the
+    /// route's endpoints in balancing order; returns whether the client
+    /// connection stays open.
+    async fn forward<S>(
+        &mut self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        request: &Forward,
+        record: &mut Record,
+    ) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let proxy = self.proxy.clone();
+        let backend = &request.route.backend;
+        let mut order = proxy.pool.order(
+            &backend.id,
+            &backend.endpoints,
+            proxy.settings.balance == crate::proxy::Balance::LeastRequests,
+        );
+        order.truncate(proxy.settings.max_attempts.max(1));
+        let mut failure = Failure::Connect {
+            timed_out: false,
+            detail: String::new(),
+        };
+        for addr in order {
+            let mut upstream = match proxy.pool.checkout_raw(addr).await {
+                Ok(upstream) => upstream,
+                Err(error) => {
+                    tracing::debug!(%addr, %error, "upstream connect failed");
+                    failure = Failure::Connect {
+                        timed_out: matches!(error, crate::upstream::ConnectError::Timeout(_)),
+                        detail: error.to_string(),
+                    };
+                    continue;
+                }
+            };
+            let _in_flight = proxy.pool.start_request(addr);
+            if let Err(error) = upstream.stream.write_all(&self.upstream_head).await {
+                // Nothing of the request reached a live connection: any
+                // request may go to the next endpoint.
+                tracing::debug!(%addr, %error, reused = upstream.reused, "upstream write failed");
+                failure = Failure::Upstream(error.to_string());
+                continue;
+            }
+            record.upstream = Some(addr);
+            match self.exchange(io, buf, &mut upstream, request, record).await {
+                Attempt::Answered { keep_alive, reuse } => {
+                    if reuse {
+                        proxy.pool.checkin_raw(upstream);
+                    }
+                    return keep_alive;
+                }
+                Attempt::Upgraded => {
+                    self.tunnel(io, buf, upstream).await;
+                    return false;
+                }
+                Attempt::ClientGone => {
+                    // nginx's code for a client that left before the answer.
+                    record.status = 499;
+                    return false;
+                }
+                Attempt::BadBody(why) => {
+                    record.upstream = None;
+                    let response = LocalResponse {
+                        status: http::StatusCode::BAD_REQUEST,
+                        body: format!("{why}\n"),
+                        location: None,
+                    };
+                    let reply = Reply {
+                        close: true,
+                        ..request.reply()
+                    };
+                    self.answer_locally(io, &response, reply, record).await;
+                    return false;
+                }
+                Attempt::Timeout => {
+                    failure = Failure::Timeout;
+                    break;
+                }
+                Attempt::Bad(bad) => {
+                    failure = Failure::Upstream(bad.to_string());
+                    break;
+                }
+                Attempt::NoResponse(detail) => {
+                    tracing::debug!(%addr, %detail, reused = upstream.reused, "upstream failed before answering");
+                    failure = Failure::Upstream(detail);
+                    // A reused connection may have been closed by the
+                    // upstream just as the request went out: an idempotent
+                    // request without a body can safely go again.
+                    if !(upstream.reused
+                        && request.idempotent
+                        && request.framing == Framing::Empty
+                        && !request.upgrade)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        record.upstream = None;
+        let response = proxy.failure_response(backend, failure);
+        self.answer_locally(io, &response, request.reply(), record)
+            .await
+    }
+
+    /// One exchange on a connection the request head was written to: the
+    /// request body goes up while the response comes back, 1xx responses
+    /// are passed on (not to HTTP/1.0 clients), the final head must arrive
+    /// within the response timeout, and its body is relayed to the client
+    /// (chunked again for an HTTP/1.1 client when the upstream's is chunked
+    /// or ends with the connection). Body reads and writes that make no
+    /// progress for the response timeout end the exchange.
+    async fn exchange<S>(
+        &mut self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        upstream: &mut Upstream,
+        request: &Forward,
+        record: &mut Record,
+    ) -> Attempt
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let proxy = &*self.proxy;
+        let idle = proxy.settings.response_timeout;
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + idle;
+        let out = &mut self.out;
+        let Upstream {
+            stream, buf: ubuf, ..
+        } = upstream;
+        let (mut client_read, mut client_write) = tokio::io::split(&mut *io);
+        let (mut upstream_read, mut upstream_write) = stream.split();
+        let mut request_out = Vec::new();
+        let request_output = match request.framing {
+            Framing::Chunked => Output::Chunked,
+            _ => Output::Raw,
+        };
+        let send = body::relay(
+            buf,
+            &mut client_read,
+            &mut upstream_write,
+            &mut request_out,
+            (request.framing, request_output),
+            idle,
+        );
+        // Set once the final response head is on its way to the client.
+        let answered = AtomicBool::new(false);
+        let status = &mut record.status;
+        let receive = async {
+            let head = tokio::time::timeout_at(deadline, async {
+                loop {
+                    out.clear();
+                    match head::parse_response(ubuf, request.client, out) {
+                        Err(bad) => return Err(Attempt::Bad(bad)),
+                        Ok(Some(response)) if response.status < 200 && response.status != 101 => {
+                            // Interim (100 Continue, 103 Early Hints): passed
+                            // on, except to HTTP/1.0 clients, which would
+                            // take it for the answer.
+                            ubuf.advance(response.len);
+                            if request.client.minor >= 1
+                                && (client_write.write_all(out).await.is_err()
+                                    || client_write.flush().await.is_err())
+                            {
+                                return Err(Attempt::ClientGone);
+                            }
+                            continue;
+                        }
+                        Ok(Some(response)) => {
+                            ubuf.advance(response.len);
+                            return Ok(response);
+                        }
+                        Ok(None) => {}
+                    }
+                    match body::fill(&mut upstream_read, ubuf).await {
+                        Ok(0) => {
+                            return Err(Attempt::NoResponse(
+                                "upstream closed the connection".to_owned(),
+                            ));
+                        }
+                        Ok(_) => {}
+                        Err(error) => return Err(Attempt::NoResponse(error.to_string())),
+                    }
+                }
+            })
+            .await;
+            let response = match head {
+                Ok(Ok(response)) => response,
+                Ok(Err(attempt)) => return (attempt, false),
+                Err(_) => return (Attempt::Timeout, false),
+            };
+            proxy.handles.upstream(
+                &proxy.metrics,
+                &request.route.backend.id,
+                started.elapsed().as_secs_f64(),
+            );
+            if response.status == 101 && !request.upgrade {
+                return (
+                    Attempt::NoResponse(
+                        "the upstream switched protocols without being asked".to_owned(),
+                    ),
+                    false,
+                );
+            }
+            answered.store(true, Ordering::Relaxed);
+            *status = response.status;
+            if response.status == 101 {
+                let told =
+                    client_write.write_all(out).await.is_ok() && client_write.flush().await.is_ok();
+                let attempt = if told {
+                    Attempt::Upgraded
+                } else {
+                    Attempt::ClientGone
+                };
+                return (attempt, false);
+            }
+            let output = match response.framing {
+                Framing::Chunked | Framing::UntilClose if request.client.minor >= 1 => {
+                    Output::Chunked
+                }
+                _ => Output::Raw,
+            };
+            let relayed = body::relay(
+                ubuf,
+                &mut upstream_read,
+                &mut client_write,
+                out,
+                (response.framing, output),
+                idle,
+            )
+            .await;
+            let attempt = Attempt::Answered {
+                keep_alive: relayed.is_ok() && response.client_keep_alive,
+                reuse: false,
+            };
+            if let Err(error) = relayed {
+                tracing::debug!(%error, "response body relay failed");
+                return (attempt, false);
+            }
+            (attempt, response.reusable)
+        };
+        let mut sending = request.framing != Framing::Empty;
+        let mut request_sent = !sending;
+        let (attempt, reusable) = {
+            tokio::pin!(send);
+            tokio::pin!(receive);
+            loop {
+                tokio::select! {
+                    sent = &mut send, if sending => {
+                        sending = false;
+                        match sent {
+                            Ok(()) => request_sent = true,
+                            // The upstream stopped reading: it may still answer.
+                            Err(error) if error.is_write() => {
+                                tracing::debug!(%error, "request body not taken by the upstream");
+                            }
+                            Err(body::BodyError::Chunked(why)) if !answered.load(Ordering::Relaxed) => {
+                                break (Attempt::BadBody(why), false);
+                            }
+                            Err(error) => {
+                                tracing::debug!(%error, "request body from the client failed");
+                                break (Attempt::ClientGone, false);
+                            }
+                        }
+                    }
+                    received = &mut receive => break received,
+                }
+            }
+        };
+        match attempt {
+            // An unfinished request body leaves both connections unusable.
+            Attempt::Answered { keep_alive, .. } => Attempt::Answered {
+                keep_alive: keep_alive && request_sent,
+                reuse: reusable && request_sent && ubuf.is_empty(),
+            },
+            other => other,
+        }
+    }
+
+    /// Joins the client and the upstream after `101 Switching Protocols`,
+    /// bytes already buffered on either side first, until either side
+    /// closes or the worker stops accepting.
+    async fn tunnel<S>(&mut self, io: &mut S, buf: &mut BytesMut, mut upstream: Upstream)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !upstream.buf.is_empty()
+            && (io.write_all(&upstream.buf).await.is_err() || io.flush().await.is_err())
+        {
+            return;
+        }
+        if !buf.is_empty() && upstream.stream.write_all(buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+        tokio::select! {
+            joined = tokio::io::copy_bidirectional(io, &mut upstream.stream) => {
+                if let Err(error) = joined {
+                    tracing::debug!(%error, "upgraded connection ended");
+                }
+            }
+            _ = self.stopping.wait_for(|stopping| *stopping) => {
+                tracing::debug!("upgraded connection closed: the worker stops");
+            }
+        }
+    }
 }
 
 fn refused(refusal: Refusal) -> Plan {
@@ -190,63 +574,8 @@ fn refused(refusal: Refusal) -> Plan {
             body: format!("{}\n", refusal.reason()),
             location: None,
         },
-        close: true,
+        reply: Reply::CLOSE,
     }
-}
-
-fn plan_request(
-    proxy: &Proxy,
-    conn: &ConnInfo,
-    request: &mut RequestHead<'_>,
-    started: Instant,
-    upstream_head: &mut Vec<u8>,
-) -> (Plan, Record) {
-    let table = proxy.table.load();
-    let route = table.route(&request.host, request.path).cloned();
-    // A local answer leaves any request body unread: the connection
-    // closes after it.
-    let close = !request.keep_alive || request.framing != Framing::Empty;
-    let local = |response| Plan::Local { response, close };
-    let plan = match route.clone() {
-        None => local(proxy.not_found(&request.host, request.path)),
-        Some(route) if route.ssl_redirect && !conn.tls => {
-            local(proxy.redirect_to(&request.host, &request.target))
-        }
-        Some(route) => match proxy.unavailable(&route) {
-            Some(response) => local(response),
-            None => {
-                request.write_upstream(conn, upstream_head);
-                Plan::Forward {
-                    framing: request.framing,
-                    client: ClientSide {
-                        minor: request.minor,
-                        keep_alive: request.keep_alive,
-                        head_request: request.is_head(),
-                    },
-                    upgrade: request.upgrade.is_some(),
-                    idempotent: request.is_idempotent(),
-                    route,
-                }
-            }
-        },
-    };
-    let version = if request.minor == 0 {
-        http::Version::HTTP_10
-    } else {
-        http::Version::HTTP_11
-    };
-    let host = std::mem::take(&mut request.host);
-    let record = Record::new(started, request.method, host, request.path, version, route);
-    (plan, record)
-}
-
-/// A request to forward.
-struct Forward<'a> {
-    route: &'a Arc<Route>,
-    framing: Framing,
-    client: ClientSide,
-    upgrade: bool,
-    idempotent: bool,
 }
 
 /// How one attempt with an upstream connection ended.
@@ -264,295 +593,8 @@ enum Attempt {
     Bad(BadResponse),
     /// No response head within the response timeout.
     Timeout,
+    /// The client's chunked body is malformed, and no response went out.
+    BadBody(&'static str),
     /// The client failed or left; nothing more can be sent.
     ClientGone,
-}
-
-/// Forwards the request whose head for the upstream is `upstream_head`,
-/// trying the route's endpoints in balancing order; `out` is the buffer
-/// for the client. Returns whether the client connection stays open.
-async fn forward<S>(
-    io: &mut S,
-    buf: &mut BytesMut,
-    upstream_head: &[u8],
-    out: &mut Vec<u8>,
-    proxy: &Proxy,
-    request: &Forward<'_>,
-    record: &mut Record,
-) -> bool
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let backend = &request.route.backend;
-    let mut order = proxy.pool.order(
-        &backend.id,
-        &backend.endpoints,
-        proxy.settings.balance == crate::proxy::Balance::LeastRequests,
-    );
-    order.truncate(proxy.settings.max_attempts.max(1));
-    let mut failure = Failure::Connect {
-        timed_out: false,
-        detail: String::new(),
-    };
-    for addr in order {
-        let mut upstream = match proxy.pool.checkout_raw(addr).await {
-            Ok(upstream) => upstream,
-            Err(error) => {
-                tracing::debug!(%addr, %error, "upstream connect failed");
-                failure = Failure::Connect {
-                    timed_out: matches!(error, crate::upstream::ConnectError::Timeout(_)),
-                    detail: error.to_string(),
-                };
-                continue;
-            }
-        };
-        let _in_flight = proxy.pool.start_request(addr);
-        if let Err(error) = upstream.stream.write_all(upstream_head).await {
-            // Nothing of the request reached a live connection: any
-            // request may go to the next endpoint.
-            tracing::debug!(%addr, %error, reused = upstream.reused, "upstream write failed");
-            failure = Failure::Upstream(error.to_string());
-            continue;
-        }
-        record.upstream = Some(addr);
-        match exchange(io, buf, &mut upstream, out, proxy, request, record).await {
-            Attempt::Answered { keep_alive, reuse } => {
-                if reuse {
-                    proxy.pool.checkin_raw(upstream);
-                }
-                return keep_alive;
-            }
-            Attempt::Upgraded => {
-                tunnel(io, buf, upstream).await;
-                return false;
-            }
-            Attempt::ClientGone => {
-                // nginx's code for a client that left before the answer.
-                record.status = 499;
-                return false;
-            }
-            Attempt::Timeout => {
-                failure = Failure::Timeout;
-                break;
-            }
-            Attempt::Bad(bad) => {
-                failure = Failure::Upstream(bad.to_string());
-                break;
-            }
-            Attempt::NoResponse(detail) => {
-                tracing::debug!(%addr, %detail, reused = upstream.reused, "upstream failed before answering");
-                failure = Failure::Upstream(detail);
-                // A reused connection may have been closed by the upstream
-                // just as the request went out: an idempotent request
-                // without a body can safely go again.
-                if !(upstream.reused
-                    && request.idempotent
-                    && request.framing == Framing::Empty
-                    && !request.upgrade)
-                {
-                    break;
-                }
-            }
-        }
-    }
-    record.upstream = None;
-    let response = proxy.failure_response(backend, failure);
-    record.status = response.status.as_u16();
-    let close = !request.client.keep_alive || request.framing != Framing::Empty;
-    out.clear();
-    head::write_local(out, record.status, &response.body, None, close);
-    let written = io.write_all(out).await.is_ok() && io.flush().await.is_ok();
-    written && !close
-}
-
-/// One exchange on a connection the request head was written to: the
-/// request body goes up while the response comes back, 1xx responses are
-/// passed on, the final head must arrive within the response timeout, and
-/// its body is relayed to the client (chunked again for an HTTP/1.1
-/// client when the upstream's is chunked or ends with the connection).
-/// The upstream connection goes back to the pool when both messages ended
-/// cleanly and nothing else arrived.
-async fn exchange<S>(
-    io: &mut S,
-    buf: &mut BytesMut,
-    upstream: &mut Upstream,
-    out: &mut Vec<u8>,
-    proxy: &Proxy,
-    request: &Forward<'_>,
-    record: &mut Record,
-) -> Attempt
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + proxy.settings.response_timeout;
-    let Upstream {
-        stream, buf: ubuf, ..
-    } = upstream;
-    let (mut client_read, mut client_write) = tokio::io::split(&mut *io);
-    let (mut upstream_read, mut upstream_write) = stream.split();
-    let mut request_out = Vec::new();
-    let send = body::relay(
-        buf,
-        &mut client_read,
-        &mut upstream_write,
-        &mut request_out,
-        request.framing,
-        match request.framing {
-            Framing::Chunked => Output::Chunked,
-            _ => Output::Raw,
-        },
-    );
-    let status = &mut record.status;
-    let receive = async {
-        let head = tokio::time::timeout_at(deadline, async {
-            loop {
-                out.clear();
-                match head::parse_response(ubuf, request.client, out) {
-                    Err(bad) => return Err(Attempt::Bad(bad)),
-                    Ok(Some(response)) if response.status < 200 && response.status != 101 => {
-                        // Interim (100 Continue, 103 Early Hints): passed on.
-                        ubuf.advance(response.len);
-                        if client_write.write_all(out).await.is_err()
-                            || client_write.flush().await.is_err()
-                        {
-                            return Err(Attempt::ClientGone);
-                        }
-                        continue;
-                    }
-                    Ok(Some(response)) => {
-                        ubuf.advance(response.len);
-                        return Ok(response);
-                    }
-                    Ok(None) => {}
-                }
-                match body::fill(&mut upstream_read, ubuf).await {
-                    Ok(0) => {
-                        return Err(Attempt::NoResponse(
-                            "upstream closed the connection".to_owned(),
-                        ));
-                    }
-                    Ok(_) => {}
-                    Err(error) => return Err(Attempt::NoResponse(error.to_string())),
-                }
-            }
-        })
-        .await;
-        let response = match head {
-            Ok(Ok(response)) => response,
-            Ok(Err(attempt)) => return (attempt, false),
-            Err(_) => return (Attempt::Timeout, false),
-        };
-        proxy.handles.upstream(
-            &proxy.metrics,
-            &request.route.backend.id,
-            started.elapsed().as_secs_f64(),
-        );
-        if response.status == 101 && !request.upgrade {
-            return (
-                Attempt::NoResponse(
-                    "the upstream switched protocols without being asked".to_owned(),
-                ),
-                false,
-            );
-        }
-        *status = response.status;
-        if response.status == 101 {
-            let told =
-                client_write.write_all(out).await.is_ok() && client_write.flush().await.is_ok();
-            return (
-                if told {
-                    Attempt::Upgraded
-                } else {
-                    Attempt::ClientGone
-                },
-                false,
-            );
-        }
-        let output = match response.framing {
-            Framing::Chunked | Framing::UntilClose if request.client.minor >= 1 => Output::Chunked,
-            _ => Output::Raw,
-        };
-        let relayed = body::relay(
-            ubuf,
-            &mut upstream_read,
-            &mut client_write,
-            out,
-            response.framing,
-            output,
-        )
-        .await;
-        match relayed {
-            Ok(()) => (
-                Attempt::Answered {
-                    keep_alive: response.client_keep_alive,
-                    reuse: false,
-                },
-                response.reusable,
-            ),
-            Err(error) => {
-                tracing::debug!(%error, "response body relay failed");
-                (
-                    Attempt::Answered {
-                        keep_alive: false,
-                        reuse: false,
-                    },
-                    false,
-                )
-            }
-        }
-    };
-    let mut sending = request.framing != Framing::Empty;
-    let mut request_sent = !sending;
-    let (attempt, reusable) = {
-        tokio::pin!(send);
-        tokio::pin!(receive);
-        loop {
-            tokio::select! {
-                sent = &mut send, if sending => {
-                    sending = false;
-                    match sent {
-                        Ok(()) => request_sent = true,
-                        // The upstream stopped reading: it may still answer.
-                        Err(error) if error.is_write() => {
-                            tracing::debug!(%error, "request body not taken by the upstream");
-                        }
-                        Err(error) => {
-                            tracing::debug!(%error, "request body from the client failed");
-                            break (Attempt::ClientGone, false);
-                        }
-                    }
-                }
-                received = &mut receive => break received,
-            }
-        }
-    };
-    match attempt {
-        // An unfinished request body leaves both connections unusable.
-        Attempt::Answered { keep_alive, .. } => Attempt::Answered {
-            keep_alive: keep_alive && request_sent,
-            reuse: reusable && request_sent && ubuf.is_empty(),
-        },
-        other => other,
-    }
-}
-
-/// Joins the client and the upstream after `101 Switching Protocols`,
-/// bytes already buffered on either side first.
-async fn tunnel<S>(io: &mut S, buf: &mut BytesMut, mut upstream: Upstream)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if !upstream.buf.is_empty()
-        && (io.write_all(&upstream.buf).await.is_err() || io.flush().await.is_err())
-    {
-        return;
-    }
-    if !buf.is_empty() && upstream.stream.write_all(buf).await.is_err() {
-        return;
-    }
-    buf.clear();
-    if let Err(error) = tokio::io::copy_bidirectional(io, &mut upstream.stream).await {
-        tracing::debug!(%error, "upgraded connection ended");
-    }
 }
