@@ -164,25 +164,23 @@ pub(crate) fn plain_host(raw: &str) -> Option<&str> {
     (name_ok && port_ok).then_some(host)
 }
 
-/// The `Forwarded` value (RFC 7239) for a request on `conn` to
+/// Appends the `Forwarded` value (RFC 7239) for a request on `conn` to
 /// `authority`: `for`, `host` (quoted unless a plain name) and `proto`.
-pub(crate) fn forwarded_value(conn: &ConnInfo, authority: &str) -> String {
-    let mut forwarded = String::with_capacity(conn.forwarded_for.len() + authority.len() + 24);
-    forwarded.push_str(&conn.forwarded_for);
-    forwarded.push_str(";host=");
+pub(crate) fn write_forwarded(conn: &ConnInfo, authority: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(conn.forwarded_for.as_bytes());
+    out.extend_from_slice(b";host=");
     if authority
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
     {
-        forwarded.push_str(authority);
+        out.extend_from_slice(authority.as_bytes());
     } else {
-        forwarded.push('"');
-        forwarded.extend(authority.chars().filter(|c| !matches!(c, '"' | '\\')));
-        forwarded.push('"');
+        out.push(b'"');
+        out.extend(authority.bytes().filter(|b| !matches!(b, b'"' | b'\\')));
+        out.push(b'"');
     }
-    forwarded.push_str(";proto=");
-    forwarded.push_str(conn.proto());
-    forwarded
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(conn.proto().as_bytes());
 }
 
 /// Whether the request asks for a protocol upgrade (HTTP/1.1 `Connection:
@@ -608,7 +606,9 @@ impl Proxy {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if let Ok(value) = HeaderValue::try_from(forwarded_value(conn, authority_text)) {
+        let mut forwarded = Vec::with_capacity(64);
+        write_forwarded(conn, authority_text, &mut forwarded);
+        if let Ok(value) = HeaderValue::from_bytes(&forwarded) {
             headers.insert(header::FORWARDED, value);
         }
         if let Some(value) = authority {

@@ -343,6 +343,7 @@ async fn serve_connection<I>(
     // One header timeout for the first bytes and the rest of the head.
     let deadline = tokio::time::Instant::now() + waits.limits.header_timeout;
     let first = tokio::select! {
+        biased;
         first = first_bytes(&mut io, waits.limits.header_timeout) => first,
         _ = waits.stopping.wait_for(|stopping| *stopping) => None,
     };

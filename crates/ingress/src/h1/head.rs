@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use crate::h1::body::Framing;
-use crate::proxy::{ConnInfo, forwarded_value, plain_host};
+use crate::proxy::{ConnInfo, plain_host, write_forwarded};
 
 /// Headers parsed on the stack; more (a `--max-headers` above this) are
 /// parsed into a heap buffer.
@@ -385,11 +385,9 @@ impl RequestHead<'_> {
         header(out, "x-forwarded-proto", proto.as_bytes());
         header(out, "x-forwarded-port", conn.port.as_bytes());
         header(out, "x-forwarded-host", self.authority.as_bytes());
-        header(
-            out,
-            "forwarded",
-            forwarded_value(conn, self.authority).as_bytes(),
-        );
+        out.extend_from_slice(b"forwarded: ");
+        write_forwarded(conn, self.authority, out);
+        out.extend_from_slice(b"\r\n");
         match self.framing {
             Framing::Length(length) => content_length(out, length),
             Framing::Chunked => header(out, "transfer-encoding", b"chunked"),

@@ -134,9 +134,10 @@ impl Connection {
                     break planned;
                 }
                 let read = tokio::select! {
-                    read = tokio::time::timeout_at(deadline, body::fill(io, &mut buf)) => read,
-                    _ = self.stopping.wait_for(|stopping| *stopping), if buf.is_empty() => return,
-                };
+                biased;
+                        read = tokio::time::timeout_at(deadline, body::fill(io, &mut buf)) => read,
+                        _ = self.stopping.wait_for(|stopping| *stopping), if buf.is_empty() => return,
+                    };
                 match read {
                     Ok(Ok(read)) if read > 0 => {}
                     Ok(Ok(_)) => return,
@@ -382,8 +383,9 @@ impl Connection {
     {
         let proxy = &*self.proxy;
         let idle = proxy.settings.response_timeout;
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + idle;
+        let now = tokio::time::Instant::now();
+        let started = now.into_std();
+        let deadline = now + idle;
         let out = &mut self.out;
         let Upstream {
             stream, buf: ubuf, ..
@@ -505,25 +507,26 @@ impl Connection {
             tokio::pin!(receive);
             loop {
                 tokio::select! {
-                    sent = &mut send, if sending => {
-                        sending = false;
-                        match sent {
-                            Ok(()) => request_sent = true,
-                            // The upstream stopped reading: it may still answer.
-                            Err(error) if error.is_write() => {
-                                tracing::debug!(%error, "request body not taken by the upstream");
-                            }
-                            Err(body::BodyError::Chunked(why)) if !answered.load(Ordering::Relaxed) => {
-                                break (Attempt::BadBody(why), false);
-                            }
-                            Err(error) => {
-                                tracing::debug!(%error, "request body from the client failed");
-                                break (Attempt::ClientGone, false);
+                biased;
+                        sent = &mut send, if sending => {
+                            sending = false;
+                            match sent {
+                                Ok(()) => request_sent = true,
+                                // The upstream stopped reading: it may still answer.
+                                Err(error) if error.is_write() => {
+                                    tracing::debug!(%error, "request body not taken by the upstream");
+                                }
+                                Err(body::BodyError::Chunked(why)) if !answered.load(Ordering::Relaxed) => {
+                                    break (Attempt::BadBody(why), false);
+                                }
+                                Err(error) => {
+                                    tracing::debug!(%error, "request body from the client failed");
+                                    break (Attempt::ClientGone, false);
+                                }
                             }
                         }
+                        received = &mut receive => break received,
                     }
-                    received = &mut receive => break received,
-                }
             }
         };
         match attempt {
@@ -553,6 +556,7 @@ impl Connection {
         }
         buf.clear();
         tokio::select! {
+            biased;
             joined = tokio::io::copy_bidirectional(io, &mut upstream.stream) => {
                 if let Err(error) = joined {
                     tracing::debug!(%error, "upgraded connection ended");
