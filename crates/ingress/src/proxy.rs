@@ -262,6 +262,25 @@ pub(crate) enum Failure {
     Upstream(String),
 }
 
+impl Failure {
+    /// Before any attempt: nothing connected yet.
+    pub(crate) fn nothing_tried() -> Failure {
+        Failure::Connect {
+            timed_out: false,
+            detail: String::new(),
+        }
+    }
+
+    /// An endpoint could not be connected to.
+    pub(crate) fn connect(addr: SocketAddr, error: &crate::upstream::ConnectError) -> Failure {
+        tracing::debug!(%addr, %error, "upstream connect failed");
+        Failure::Connect {
+            timed_out: matches!(error, crate::upstream::ConnectError::Timeout(_)),
+            detail: error.to_string(),
+        }
+    }
+}
+
 /// A response the proxy makes itself: a status, a plain-text body and for
 /// redirects a `Location`.
 #[derive(Debug)]
@@ -381,6 +400,18 @@ impl Proxy {
         Ok(response)
     }
 
+    /// The endpoints one request tries, in order (balancing, then at most
+    /// `max_attempts`).
+    pub(crate) fn attempt_order(&self, backend: &Backend) -> Vec<SocketAddr> {
+        let mut order = self.pool.order(
+            &backend.id,
+            &backend.endpoints,
+            self.settings.balance == Balance::LeastRequests,
+        );
+        order.truncate(self.settings.max_attempts.max(1));
+        order
+    }
+
     /// Counts the request and writes its access log line.
     pub(crate) fn finish(&self, record: &Record, conn: &ConnInfo) {
         let route = record.route.as_ref();
@@ -486,30 +517,18 @@ impl Proxy {
         let idempotent = is_idempotent(request.method());
         let mut body = Some(request.into_body().boxed_unsync());
 
-        let mut order = self.pool.order(
-            &backend.id,
-            &backend.endpoints,
-            self.settings.balance == Balance::LeastRequests,
-        );
-        order.truncate(self.settings.max_attempts.max(1));
+        let order = self.attempt_order(backend);
         let attempts = order.len();
         // Only a request that may go out again after being sent needs its
         // headers copied per attempt.
         let resendable = idempotent && body_is_empty && !upgrade;
 
-        let mut failure = Failure::Connect {
-            timed_out: false,
-            detail: String::new(),
-        };
+        let mut failure = Failure::nothing_tried();
         for (attempt, addr) in order.into_iter().enumerate() {
             let mut connection = match self.pool.checkout(addr).await {
                 Ok(connection) => connection,
                 Err(error) => {
-                    tracing::debug!(%addr, %error, "upstream connect failed");
-                    failure = Failure::Connect {
-                        timed_out: matches!(error, crate::upstream::ConnectError::Timeout(_)),
-                        detail: error.to_string(),
-                    };
+                    failure = Failure::connect(addr, &error);
                     continue;
                 }
             };

@@ -272,25 +272,12 @@ impl Connection {
     {
         let proxy = self.proxy.clone();
         let backend = &request.route.backend;
-        let mut order = proxy.pool.order(
-            &backend.id,
-            &backend.endpoints,
-            proxy.settings.balance == crate::proxy::Balance::LeastRequests,
-        );
-        order.truncate(proxy.settings.max_attempts.max(1));
-        let mut failure = Failure::Connect {
-            timed_out: false,
-            detail: String::new(),
-        };
-        for addr in order {
+        let mut failure = Failure::nothing_tried();
+        for addr in proxy.attempt_order(backend) {
             let mut upstream = match proxy.pool.checkout_raw(addr).await {
                 Ok(upstream) => upstream,
                 Err(error) => {
-                    tracing::debug!(%addr, %error, "upstream connect failed");
-                    failure = Failure::Connect {
-                        timed_out: matches!(error, crate::upstream::ConnectError::Timeout(_)),
-                        detail: error.to_string(),
-                    };
+                    failure = Failure::connect(addr, &error);
                     continue;
                 }
             };
