@@ -351,12 +351,9 @@ impl Connection {
     }
 
     /// One exchange on a connection the request head was written to: the
-    /// request body goes up while the response comes back, 1xx responses
-    /// are passed on (not to HTTP/1.0 clients), the final head must arrive
-    /// within the response timeout, and its body is relayed to the client
-    /// (chunked again for an HTTP/1.1 client when the upstream's is chunked
-    /// or ends with the connection). Body reads and writes that make no
-    /// progress for the response timeout end the exchange.
+    /// request body goes up while the response comes back (see
+    /// [`receive`]). A request without a body needs no second direction:
+    /// the response is relayed on the streams themselves.
     async fn exchange<S>(
         &mut self,
         io: &mut S,
@@ -370,13 +367,33 @@ impl Connection {
     {
         let proxy = &*self.proxy;
         let idle = proxy.settings.response_timeout;
-        let now = tokio::time::Instant::now();
-        let started = now.into_std();
-        let deadline = now + idle;
-        let out = &mut self.out;
+        let answered = AtomicBool::new(false);
         let Upstream {
             stream, buf: ubuf, ..
         } = upstream;
+        let exchange = Exchange {
+            proxy,
+            request,
+            answered: &answered,
+        };
+        if request.framing == Framing::Empty {
+            let (attempt, reusable) = exchange
+                .receive(
+                    &mut *io,
+                    &mut *stream,
+                    ubuf,
+                    &mut self.out,
+                    &mut record.status,
+                )
+                .await;
+            return match attempt {
+                Attempt::Answered { keep_alive, .. } => Attempt::Answered {
+                    keep_alive,
+                    reuse: reusable && ubuf.is_empty(),
+                },
+                other => other,
+            };
+        }
         let (mut client_read, mut client_write) = tokio::io::split(&mut *io);
         let (mut upstream_read, mut upstream_write) = stream.split();
         let mut request_out = Vec::new();
@@ -392,128 +409,40 @@ impl Connection {
             (request.framing, request_output),
             idle,
         );
-        // Set once the final response head is on its way to the client.
-        let answered = AtomicBool::new(false);
-        let status = &mut record.status;
-        let receive = async {
-            let head = tokio::time::timeout_at(deadline, async {
-                loop {
-                    out.clear();
-                    match head::parse_response(ubuf, request.client, out) {
-                        Err(bad) => return Err(Attempt::Bad(bad)),
-                        Ok(Some(response)) if response.status < 200 && response.status != 101 => {
-                            // Interim (100 Continue, 103 Early Hints): passed
-                            // on, except to HTTP/1.0 clients, which would
-                            // take it for the answer.
-                            ubuf.advance(response.len);
-                            if request.client.minor >= 1
-                                && (client_write.write_all(out).await.is_err()
-                                    || client_write.flush().await.is_err())
-                            {
-                                return Err(Attempt::ClientGone);
-                            }
-                            continue;
-                        }
-                        Ok(Some(response)) => {
-                            ubuf.advance(response.len);
-                            return Ok(response);
-                        }
-                        Ok(None) => {}
-                    }
-                    match body::fill(&mut upstream_read, ubuf).await {
-                        Ok(0) => {
-                            return Err(Attempt::NoResponse(
-                                "upstream closed the connection".to_owned(),
-                            ));
-                        }
-                        Ok(_) => {}
-                        Err(error) => return Err(Attempt::NoResponse(error.to_string())),
-                    }
-                }
-            })
-            .await;
-            let response = match head {
-                Ok(Ok(response)) => response,
-                Ok(Err(attempt)) => return (attempt, false),
-                Err(_) => return (Attempt::Timeout, false),
-            };
-            proxy.handles.upstream(
-                &proxy.metrics,
-                &request.route.backend.id,
-                started.elapsed().as_secs_f64(),
-            );
-            if response.status == 101 && !request.upgrade {
-                return (
-                    Attempt::NoResponse(
-                        "the upstream switched protocols without being asked".to_owned(),
-                    ),
-                    false,
-                );
-            }
-            answered.store(true, Ordering::Relaxed);
-            *status = response.status;
-            if response.status == 101 {
-                let told =
-                    client_write.write_all(out).await.is_ok() && client_write.flush().await.is_ok();
-                let attempt = if told {
-                    Attempt::Upgraded
-                } else {
-                    Attempt::ClientGone
-                };
-                return (attempt, false);
-            }
-            let output = match response.framing {
-                Framing::Chunked | Framing::UntilClose if request.client.minor >= 1 => {
-                    Output::Chunked
-                }
-                _ => Output::Raw,
-            };
-            let relayed = body::relay(
-                ubuf,
-                &mut upstream_read,
-                &mut client_write,
-                out,
-                (response.framing, output),
-                idle,
-            )
-            .await;
-            let attempt = Attempt::Answered {
-                keep_alive: relayed.is_ok() && response.client_keep_alive,
-                reuse: false,
-            };
-            if let Err(error) = relayed {
-                tracing::debug!(%error, "response body relay failed");
-                return (attempt, false);
-            }
-            (attempt, response.reusable)
-        };
-        let mut sending = request.framing != Framing::Empty;
-        let mut request_sent = !sending;
+        let receive = exchange.receive(
+            &mut client_write,
+            &mut upstream_read,
+            ubuf,
+            &mut self.out,
+            &mut record.status,
+        );
+        let mut sending = true;
+        let mut request_sent = false;
         let (attempt, reusable) = {
             tokio::pin!(send);
             tokio::pin!(receive);
             loop {
                 tokio::select! {
-                biased;
-                        sent = &mut send, if sending => {
-                            sending = false;
-                            match sent {
-                                Ok(()) => request_sent = true,
-                                // The upstream stopped reading: it may still answer.
-                                Err(error) if error.is_write() => {
-                                    tracing::debug!(%error, "request body not taken by the upstream");
-                                }
-                                Err(body::BodyError::Chunked(why)) if !answered.load(Ordering::Relaxed) => {
-                                    break (Attempt::BadBody(why), false);
-                                }
-                                Err(error) => {
-                                    tracing::debug!(%error, "request body from the client failed");
-                                    break (Attempt::ClientGone, false);
-                                }
+                    biased;
+                    sent = &mut send, if sending => {
+                        sending = false;
+                        match sent {
+                            Ok(()) => request_sent = true,
+                            // The upstream stopped reading: it may still answer.
+                            Err(error) if error.is_write() => {
+                                tracing::debug!(%error, "request body not taken by the upstream");
+                            }
+                            Err(body::BodyError::Chunked(why)) if !answered.load(Ordering::Relaxed) => {
+                                break (Attempt::BadBody(why), false);
+                            }
+                            Err(error) => {
+                                tracing::debug!(%error, "request body from the client failed");
+                                break (Attempt::ClientGone, false);
                             }
                         }
-                        received = &mut receive => break received,
                     }
+                    received = &mut receive => break received,
+                }
             }
         };
         match attempt {
@@ -553,6 +482,124 @@ impl Connection {
                 tracing::debug!("upgraded connection closed: the worker stops");
             }
         }
+    }
+}
+
+/// The response side of one exchange.
+struct Exchange<'a> {
+    proxy: &'a Proxy,
+    request: &'a Forward,
+    /// Set once the final response head is on its way to the client.
+    answered: &'a AtomicBool,
+}
+
+impl Exchange<'_> {
+    /// Reads the upstream's response: 1xx responses passed on (not to
+    /// HTTP/1.0 clients), the final head within the response timeout,
+    /// then its body relayed to the client (chunked again for an HTTP/1.1
+    /// client when the upstream's is chunked or ends with the connection).
+    /// Body reads and writes that make no progress for the response
+    /// timeout end the relay. Returns how it ended and whether the
+    /// upstream's message ended cleanly (the connection may be reused).
+    async fn receive<W, R>(
+        &self,
+        client: &mut W,
+        upstream: &mut R,
+        ubuf: &mut BytesMut,
+        out: &mut Vec<u8>,
+        status: &mut u16,
+    ) -> (Attempt, bool)
+    where
+        W: AsyncWrite + Unpin,
+        R: AsyncRead + Unpin,
+    {
+        let request = self.request;
+        let idle = self.proxy.settings.response_timeout;
+        let now = tokio::time::Instant::now();
+        let head = tokio::time::timeout_at(now + idle, async {
+            loop {
+                out.clear();
+                match head::parse_response(ubuf, request.client, out) {
+                    Err(bad) => return Err(Attempt::Bad(bad)),
+                    Ok(Some(response)) if response.status < 200 && response.status != 101 => {
+                        // Interim (100 Continue, 103 Early Hints): passed on,
+                        // except to HTTP/1.0 clients, which would take it
+                        // for the answer.
+                        ubuf.advance(response.len);
+                        if request.client.minor >= 1
+                            && (client.write_all(out).await.is_err()
+                                || client.flush().await.is_err())
+                        {
+                            return Err(Attempt::ClientGone);
+                        }
+                        continue;
+                    }
+                    Ok(Some(response)) => {
+                        ubuf.advance(response.len);
+                        return Ok(response);
+                    }
+                    Ok(None) => {}
+                }
+                match body::fill(upstream, ubuf).await {
+                    Ok(0) => {
+                        return Err(Attempt::NoResponse(
+                            "upstream closed the connection".to_owned(),
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(error) => return Err(Attempt::NoResponse(error.to_string())),
+                }
+            }
+        })
+        .await;
+        let response = match head {
+            Ok(Ok(response)) => response,
+            Ok(Err(attempt)) => return (attempt, false),
+            Err(_) => return (Attempt::Timeout, false),
+        };
+        let proxy = self.proxy;
+        proxy.handles.upstream(
+            &proxy.metrics,
+            &request.route.backend.id,
+            now.elapsed().as_secs_f64(),
+        );
+        if response.status == 101 && !request.upgrade {
+            let detail = "the upstream switched protocols without being asked";
+            return (Attempt::NoResponse(detail.to_owned()), false);
+        }
+        self.answered.store(true, Ordering::Relaxed);
+        *status = response.status;
+        if response.status == 101 {
+            let told = client.write_all(out).await.is_ok() && client.flush().await.is_ok();
+            let attempt = if told {
+                Attempt::Upgraded
+            } else {
+                Attempt::ClientGone
+            };
+            return (attempt, false);
+        }
+        let output = match response.framing {
+            Framing::Chunked | Framing::UntilClose if request.client.minor >= 1 => Output::Chunked,
+            _ => Output::Raw,
+        };
+        let relayed = body::relay(
+            ubuf,
+            upstream,
+            client,
+            out,
+            (response.framing, output),
+            idle,
+        )
+        .await;
+        let attempt = Attempt::Answered {
+            keep_alive: relayed.is_ok() && response.client_keep_alive,
+            reuse: false,
+        };
+        if let Err(error) = relayed {
+            tracing::debug!(%error, "response body relay failed");
+            return (attempt, false);
+        }
+        (attempt, response.reusable)
     }
 }
 
