@@ -134,10 +134,10 @@ impl Connection {
                     break planned;
                 }
                 let read = tokio::select! {
-                biased;
-                        read = tokio::time::timeout_at(deadline, body::fill(io, &mut buf)) => read,
-                        _ = self.stopping.wait_for(|stopping| *stopping), if buf.is_empty() => return,
-                    };
+                    biased;
+                    read = tokio::time::timeout_at(deadline, body::fill(io, &mut buf)) => read,
+                    _ = self.stopping.wait_for(|stopping| *stopping), if buf.is_empty() => return,
+                };
                 match read {
                     Ok(Ok(read)) if read > 0 => {}
                     Ok(Ok(_)) => return,
