@@ -100,6 +100,30 @@ fn io_error(what: &str, binary: &Path, err: &std::io::Error) -> CniError {
     .with_details(err.to_string())
 }
 
+/// Attempts at starting a plugin whose file is busy.
+const BUSY_ATTEMPTS: u32 = 10;
+
+/// Spawns `process`, trying again for a short while when its file is
+/// busy (`ETXTBSY`): the plugin was just written, and another thread's
+/// child inherited the writing descriptor between its fork and exec (or
+/// an installer is replacing the binary). That state passes in
+/// microseconds.
+fn spawn(process: &mut Process) -> std::io::Result<std::process::Child> {
+    let mut attempt = 1;
+    loop {
+        match process.spawn() {
+            Err(err)
+                if err.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && attempt < BUSY_ATTEMPTS =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)));
+                attempt += 1;
+            }
+            spawned => return spawned,
+        }
+    }
+}
+
 /// Starts `plugin` with `command`, the rest of the environment from `args`,
 /// and `stdin`; [`Running::wait`] collects the outcome.
 pub fn start(
@@ -128,9 +152,7 @@ pub fn start(
         Some(netns) => process.env("CNI_NETNS", netns),
         None => process.env_remove("CNI_NETNS"),
     };
-    let mut child = process
-        .spawn()
-        .map_err(|err| io_error("starting", &binary, &err))?;
+    let mut child = spawn(&mut process).map_err(|err| io_error("starting", &binary, &err))?;
     if let Some(mut pipe) = child.stdin.take() {
         // A plugin that exits without reading its stdin closes the pipe: not an error of ours.
         // Configurations are far smaller than a pipe buffer, so this does not block.

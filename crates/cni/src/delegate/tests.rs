@@ -48,7 +48,7 @@ fn delegated_plugin_error_keeps_its_code_and_message() {
         r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"range full","details":"d"}'; exit 1"#,
     );
     let err = run("fake-ipam", Command::Del, &args_for(dir.path()), b"{}").unwrap_err();
-    assert_eq!(err.code, ErrorCode::TryAgainLater);
+    assert_eq!(err.code, ErrorCode::TryAgainLater, "{err:?}");
     assert_eq!(err.msg, "range full");
 }
 
@@ -141,4 +141,23 @@ fn host_local_in_process_allocates_releases_and_reports_errors_like_the_process(
         })
         .count();
     assert_eq!(allocations, 0);
+}
+
+#[test]
+fn a_plugin_file_still_open_for_writing_is_started_once_it_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy");
+    let mut writer = fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut writer, b"#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    // While the file is open for writing, exec fails with ETXTBSY.
+    let busy = Process::new(&path).status().unwrap_err();
+    assert_eq!(busy.kind(), std::io::ErrorKind::ExecutableFileBusy);
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(writer);
+    });
+    let status = spawn(&mut Process::new(&path)).unwrap().wait().unwrap();
+    assert!(status.success());
+    closer.join().unwrap();
 }
