@@ -148,7 +148,7 @@ fn a_plugin_file_still_open_for_writing_is_started_once_it_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("busy");
     let mut writer = fs::File::create(&path).unwrap();
-    std::io::Write::write_all(&mut writer, b"#!/bin/sh\nexit 0\n").unwrap();
+    writer.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     // While the file is open for writing, exec fails with ETXTBSY.
     let busy = Process::new(&path).status().unwrap_err();
