@@ -112,8 +112,8 @@ pub struct IngressArgs {
     /// Idle upstream connections older than this are not reused.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
-    /// Largest request head in bytes (at least 8192 for HTTP/1); more is
-    /// answered 431.
+    /// Largest request head in bytes; more is answered 431 (HTTP/1) or
+    /// refused by the header list limit (HTTP/2).
     #[arg(long, default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,
     /// Most request headers; more is answered 431.
