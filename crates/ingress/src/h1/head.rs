@@ -975,6 +975,66 @@ mod tests {
     }
 
     #[test]
+    fn mutated_heads_are_parsed_or_refused_never_a_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0xbad);
+        let requests: [&[u8]; 3] = [
+            b"POST http://a.example.com/x?y HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: keep-alive, x\r\n\r\n",
+            b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: [fd00::1]:80\r\nExpect: 100-continue\r\n\r\n",
+        ];
+        let responses: [&[u8]; 2] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.0 101 Switching\r\nConnection: close, upgrade\r\nUpgrade: x\r\n\r\n",
+        ];
+        let interesting = b"\r\n :,;\x00\x7f\xff0123456789aZ-/?[]*\t";
+        let mut out = Vec::new();
+        let mut forwarded = 0;
+        for case in 0..20_000 {
+            let mut bytes = if case % 2 == 0 {
+                requests[case % 3].to_vec()
+            } else {
+                responses[case % 2].to_vec()
+            };
+            for _ in 0..rng.random_range(1..6) {
+                let at = rng.random_range(0..bytes.len());
+                match rng.random_range(0..3) {
+                    0 => bytes[at] = interesting[rng.random_range(0..interesting.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, interesting[rng.random_range(0..interesting.len())]),
+                }
+                if bytes.is_empty() {
+                    bytes.push(b'G');
+                }
+            }
+            let cut = rng.random_range(0..=bytes.len());
+            for input in [&bytes[..], &bytes[..cut]] {
+                if let Ok(Some(head)) = parse_request(input, 8, 4096) {
+                    let mut upstream = Vec::new();
+                    head.write_upstream(&conn(), &mut upstream);
+                    forwarded += 1;
+                    assert!(upstream.ends_with(b"\r\n\r\n"), "case {case}");
+                    // No line break but CRLF: nothing smuggled into a header.
+                    for (i, &b) in upstream.iter().enumerate() {
+                        match b {
+                            b'\r' => assert_eq!(upstream.get(i + 1), Some(&b'\n'), "case {case}"),
+                            b'\n' => assert_eq!(upstream[i - 1], b'\r', "case {case}"),
+                            0 => panic!("case {case}: NUL forwarded"),
+                            _ => {}
+                        }
+                    }
+                }
+                out.clear();
+                let _ = parse_response(input, V11, &mut out);
+            }
+        }
+        // Enough mutants still parse for the checks above to mean something.
+        assert!(forwarded > 1_000, "only {forwarded} mutants parsed");
+    }
+
+    #[test]
     fn local_responses_are_complete_messages() {
         let mut out = Vec::new();
         write_local(&mut out, 308, "go\n", Some("https://a/b"), Reply::CLOSE);
