@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -179,51 +179,22 @@ fn sync(syncer: &mut Syncer, ports: &[ServicePort]) -> weft_proxy::SyncReport {
     syncer.sync(compile(Family::Ip, ports, &config())).unwrap()
 }
 
-/// One TCP request from `from`; the answer, or the error text.
+/// One TCP request from `from` to `target` (`ip:port`); the answer, or
+/// the error text.
 fn tcp(from: &TestNs, target: &str) -> String {
-    let output = from.exec(
-        "socat",
-        &["-T", "2", "-", &format!("TCP:{target},connect-timeout=2")],
-    );
-    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if output.status.success() {
-        text
-    } else {
-        format!("error: {}", String::from_utf8_lossy(&output.stderr).trim())
-    }
+    support::tcp(from, &addr(target)).unwrap_or_else(|err| format!("error: {err}"))
 }
 
 fn tcp_many(from: &TestNs, target: &str, count: usize) -> BTreeMap<String, usize> {
-    let script = format!(
-        "for i in $(seq {count}); do socat -T 2 - TCP:{target},connect-timeout=2 </dev/null; done"
-    );
-    let output = from.sh(&script);
-    let mut counts = BTreeMap::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        *counts.entry(line.trim().to_owned()).or_insert(0) += 1;
-    }
-    counts
+    support::tcp_many(from, &addr(target), count)
 }
 
-/// A UDP query from `from`: the first answer, or "" when three tries of
-/// two seconds each go unanswered (a forking socat server on a loaded
-/// machine can be slow to answer).
 fn udp(from: &TestNs, target: &str) -> String {
-    let target: SocketAddr = target.parse().unwrap();
-    from.run(|| {
-        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        let mut buffer = [0u8; 512];
-        for _ in 0..3 {
-            socket.send_to(b"q\n", target).unwrap();
-            if let Ok(read) = socket.recv(&mut buffer) {
-                return String::from_utf8_lossy(&buffer[..read]).trim().to_owned();
-            }
-        }
-        String::new()
-    })
+    support::udp(from, &addr(target))
+}
+
+fn addr(target: &str) -> SocketAddr {
+    target.parse().unwrap()
 }
 
 #[test]

@@ -13,13 +13,12 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::UdpBackend;
+use support::{UdpBackend, tcp, tcp_many, udp};
 use weft_linux::{RouteSpec, VethSpec, sysctl};
 use weft_nft::{Conntrack, Element, Family, Nft, TableRef, Value};
 use weft_proxy::{Endpoint, PortName, Protocol, ProxyConfig, ServicePort, ServiceSyncer};
@@ -260,52 +259,6 @@ fn syncer(lab: &Lab, family: Family) -> ServiceSyncer {
 
 fn target(address: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip(address), port)
-}
-
-/// One TCP request from `from`: the answer, or the error.
-fn tcp(from: &TestNs, target: &SocketAddr) -> io::Result<String> {
-    from.run(|| {
-        let mut stream = TcpStream::connect_timeout(target, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer.trim().to_owned())
-    })
-}
-
-/// `count` TCP requests from `from`: how many times each answer (or error)
-/// came back.
-fn tcp_many(from: &TestNs, target: &SocketAddr, count: usize) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for _ in 0..count {
-        let answer = tcp(from, target).unwrap_or_else(|err| format!("error: {err}"));
-        *counts.entry(answer).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// A UDP query from `from`: the first answer, or "" when three tries of
-/// a second each go unanswered.
-fn udp(from: &TestNs, target: &SocketAddr) -> String {
-    from.run(|| {
-        let any: SocketAddr = if target.is_ipv6() {
-            "[::]:0".parse().unwrap()
-        } else {
-            "0.0.0.0:0".parse().unwrap()
-        };
-        let socket = UdpSocket::bind(any).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .unwrap();
-        let mut buffer = [0u8; 512];
-        for _ in 0..3 {
-            socket.send_to(b"q\n", target).unwrap();
-            if let Ok(read) = socket.recv(&mut buffer) {
-                return String::from_utf8_lossy(&buffer[..read]).trim().to_owned();
-            }
-        }
-        String::new()
-    })
 }
 
 /// `answer` is "connection refused", and it came at once: not after a SYN

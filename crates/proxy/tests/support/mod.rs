@@ -1,9 +1,12 @@
 //! Pieces the privileged proxy tests share: a UDP backend served from a
-//! thread of the test inside a pod's namespace.
+//! thread of the test inside a pod's namespace, and the TCP and UDP
+//! clients the tests send their requests with (either family).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::net::UdpSocket;
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -51,4 +54,52 @@ impl Drop for UdpBackend {
             let _ = thread.join();
         }
     }
+}
+
+/// One TCP request from `from`: the answer (what the server wrote before
+/// closing), or the error.
+pub fn tcp(from: &TestNs, target: &SocketAddr) -> io::Result<String> {
+    from.run(|| {
+        let mut stream = TcpStream::connect_timeout(target, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer.trim().to_owned())
+    })
+}
+
+/// `count` TCP requests from `from`: how many times each answer (or
+/// error) came back.
+pub fn tcp_many(from: &TestNs, target: &SocketAddr, count: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..count {
+        let answer = tcp(from, target).unwrap_or_else(|err| format!("error: {err}"));
+        *counts.entry(answer).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A UDP query from `from`: the first answer, or "" when three tries of
+/// two seconds each go unanswered (a loaded machine can be slow to
+/// answer).
+pub fn udp(from: &TestNs, target: &SocketAddr) -> String {
+    from.run(|| {
+        let any: SocketAddr = if target.is_ipv6() {
+            "[::]:0".parse().unwrap()
+        } else {
+            "0.0.0.0:0".parse().unwrap()
+        };
+        let socket = UdpSocket::bind(any).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buffer = [0u8; 512];
+        for _ in 0..3 {
+            socket.send_to(b"q\n", target).unwrap();
+            if let Ok(read) = socket.recv(&mut buffer) {
+                return String::from_utf8_lossy(&buffer[..read]).trim().to_owned();
+            }
+        }
+        String::new()
+    })
 }
