@@ -95,16 +95,19 @@ pub struct Proxy {
     pub settings: ProxySettings,
 }
 
-/// Headers that describe one hop only (RFC 9110 7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
+/// Headers that describe one hop only (RFC 9110 section 7.6.1), never
+/// forwarded (an upgrade's `Upgrade` is set again on purpose), on both
+/// request paths.
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
 fn empty() -> ProxyBody {
@@ -134,23 +137,28 @@ fn request_host<B>(request: &Request<B>) -> Option<String> {
         Some(authority) => authority.as_str(),
         None => request.headers().get(header::HOST)?.to_str().ok()?,
     };
-    if let Some(host) = plain_host(raw) {
+    authority_host(raw)
+}
+
+/// The host to route on from an authority: lower-case, port and IPv6
+/// brackets removed; `None` if it is not an authority. An empty authority
+/// (an HTTP/1.0 request without Host) is the empty host.
+pub(crate) fn authority_host(authority: &str) -> Option<String> {
+    if authority.is_empty() {
+        return Some(String::new());
+    }
+    if let Some(host) = plain_host(authority) {
         return Some(host.to_ascii_lowercase());
     }
-    let authority: http::uri::Authority = raw.parse().ok()?;
-    Some(
-        authority
-            .host()
-            .trim_matches(['[', ']'])
-            .to_ascii_lowercase(),
-    )
+    let parsed: http::uri::Authority = authority.parse().ok()?;
+    Some(parsed.host().trim_matches(['[', ']']).to_ascii_lowercase())
 }
 
 /// The host of the common `name[:port]` authority (letters, digits, `-`
 /// and `.`, an optional numeric port) without parsing it as a URI
 /// authority; `None` for anything else (IPv6 literals, user info, odd
 /// bytes), which takes the full parse.
-pub(crate) fn plain_host(raw: &str) -> Option<&str> {
+fn plain_host(raw: &str) -> Option<&str> {
     let (host, port) = match raw.split_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (raw, None),
@@ -214,16 +222,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
 }
 
-fn is_idempotent(method: &Method) -> bool {
+/// Whether a request with this method may be sent again after a failure
+/// (RFC 9110 section 9.2.2).
+pub(crate) fn is_idempotent(method: &str) -> bool {
     matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
     )
 }
 
@@ -514,7 +523,7 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let mut outgoing = self.outgoing(&mut request, host, conn, upgrade);
         let body_is_empty = request.body().is_end_stream();
-        let idempotent = is_idempotent(request.method());
+        let idempotent = is_idempotent(request.method().as_str());
         let mut body = Some(request.into_body().boxed_unsync());
 
         let order = self.attempt_order(backend);

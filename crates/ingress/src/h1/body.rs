@@ -333,7 +333,7 @@ fn is_field_line(line: &[u8]) -> bool {
 }
 
 /// A `tchar` of RFC 9110.
-pub fn is_token(b: u8) -> bool {
+fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

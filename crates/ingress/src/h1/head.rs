@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use crate::h1::body::Framing;
-use crate::proxy::{ConnInfo, plain_host, write_forwarded};
+use crate::proxy::{ConnInfo, HOP_BY_HOP, authority_host, is_idempotent, write_forwarded};
 
 /// Headers parsed on the stack; more (a `--max-headers` above this) are
 /// parsed into a heap buffer.
@@ -233,7 +233,7 @@ fn analyze<'b>(
     } else {
         return Err(Refusal::BadRequest("malformed request target"));
     };
-    let host = request_host(authority).ok_or(Refusal::BadRequest("malformed Host"))?;
+    let host = authority_host(authority).ok_or(Refusal::BadRequest("malformed Host"))?;
     let path = match &target {
         Cow::Borrowed(target) => target.split_once('?').map_or(*target, |(path, _)| path),
         // Only made for an absolute form without a path: its path is "/".
@@ -264,20 +264,6 @@ fn analyze<'b>(
     })
 }
 
-/// The host to route on from an authority: lower-case, port and IPv6
-/// brackets removed; `None` if it is not an authority. An empty authority
-/// (an HTTP/1.0 request without Host) is the empty host.
-pub fn request_host(authority: &str) -> Option<String> {
-    if authority.is_empty() {
-        return Some(String::new());
-    }
-    if let Some(host) = plain_host(authority) {
-        return Some(host.to_ascii_lowercase());
-    }
-    let parsed: http::uri::Authority = authority.parse().ok()?;
-    Some(parsed.host().trim_matches(['[', ']']).to_ascii_lowercase())
-}
-
 /// A Content-Length value: decimal digits only.
 fn parse_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -295,21 +281,8 @@ fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|e| !e.is_empty())
 }
 
-/// Headers that describe one hop only (RFC 9110 section 7.6.1), never
-/// forwarded, and those the proxy sets itself.
 fn is_hop_by_hop(name: &str) -> bool {
-    const DROPPED: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
+    HOP_BY_HOP.iter().any(|d| d.eq_ignore_ascii_case(name))
 }
 
 /// Request headers the proxy sets from what it saw; client-sent values are
@@ -408,10 +381,7 @@ impl RequestHead<'_> {
     /// Whether the request may be sent again after a failure (RFC 9110
     /// section 9.2.2).
     pub fn is_idempotent(&self) -> bool {
-        matches!(
-            self.method,
-            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-        )
+        is_idempotent(self.method)
     }
 }
 

@@ -302,8 +302,11 @@ impl Connection {
                     return false;
                 }
                 Attempt::ClientGone => {
-                    // nginx's code for a client that left before the answer.
-                    record.status = 499;
+                    // nginx's code for a client that left before the
+                    // answer; one that left during it keeps its status.
+                    if record.status == 0 {
+                        record.status = 499;
+                    }
                     return false;
                 }
                 Attempt::BadBody(why) => {
