@@ -34,10 +34,11 @@
 //! Objects change only through a [`Store`]: a file edited by hand is seen by
 //! a handle that reads the whole store (a new one), not by running watchers.
 //! Files are not fsync'ed: after a machine crash the lab is rebuilt, not
-//! recovered. Readers poll the `generation` file (see [`Store::watch`])
-//! rather than using inotify: one small read per interval, exactly one
-//! reload per commit however many files it touched, no watches to add as
-//! namespaces appear, and nothing lost while a reader is busy.
+//! recovered. Readers sleep until the `generation` file is renamed into
+//! place (inotify on the top directory only, see [`Store::watch`]), then
+//! compare its number: exactly one reload per commit however many files it
+//! touched, no watches to add as namespaces appear, nothing lost while a
+//! reader is busy, and no work at all while the store is idle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -58,9 +59,11 @@ use crate::manifest::{self, Document, Invalid, Manifest};
 use crate::model::{Kind, Object, ObjectKey};
 
 mod journal;
+mod signal;
 mod validate;
 
-/// How often [`Store::watch`] looks at the generation file.
+/// How often [`Store::watch`] looks at the generation file when inotify
+/// cannot watch the store's directory (with inotify a commit wakes it).
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What a write did to one object.
@@ -845,12 +848,22 @@ impl Store {
         Ok(generation)
     }
 
+    /// Starts watching for commits, before the caller's first load: a
+    /// commit in between is seen. [`Commits::follow`] then reloads after
+    /// each one.
+    pub fn commits(&self) -> Result<Commits, StoreError> {
+        Ok(Commits {
+            store: self.clone(),
+            signal: signal::CommitSignal::new(&self.dir).map_err(Self::io("watch", &self.dir))?,
+        })
+    }
+
     /// Loads the store into `cluster` now, then keeps it current from a
-    /// background thread that looks at the generation file every
-    /// `interval` ([`WATCH_INTERVAL`] is a good value) and, after each
-    /// commit, applies only the objects the journal says changed. A failed
-    /// reload is logged and retried; the cluster keeps the last state it
-    /// had. Stops when the returned handle is dropped.
+    /// background thread ([`Commits::follow`]) that, after each commit,
+    /// applies only the objects the journal says changed. `interval` is how
+    /// often it looks when inotify cannot watch the store
+    /// ([`WATCH_INTERVAL`] is a good value). Stops when the returned handle
+    /// is dropped.
     pub fn watch(&self, cluster: &Cluster, interval: Duration) -> Result<StoreWatcher, StoreError> {
         // A handle of its own: its cache is exactly what `cluster` holds.
         let store = Store {
@@ -858,47 +871,107 @@ impl Store {
             config: self.config.clone(),
             cache: Arc::default(),
         };
+        let commits = store.commits()?;
         let loaded = Arc::new(AtomicU64::new(0));
-        let mut seen = store.feed(cluster, &loaded)?;
+        let seen = store.feed(cluster, &loaded)?;
+        let thread = {
+            let (cluster, loaded) = (cluster.clone(), loaded.clone());
+            commits.follow("weft-store-watch", interval, seen, move || {
+                store.feed(&cluster, &loaded)
+            })?
+        };
+        Ok(StoreWatcher {
+            _thread: thread,
+            loaded,
+        })
+    }
+}
+
+/// A store being watched for commits; see [`Store::commits`].
+#[derive(Debug)]
+pub struct Commits {
+    store: Store,
+    signal: signal::CommitSignal,
+}
+
+impl Commits {
+    /// Starts thread `name`, which sleeps until a commit renames the store's
+    /// generation file into place (inotify on the store's directory;
+    /// without inotify it looks every `interval`) and then, if the
+    /// generation is not `seen`, calls `reload`, which returns the
+    /// generation it loaded. A failed read or reload is logged and tried
+    /// again at the next wake; whatever `reload` feeds keeps its last state.
+    /// Stops when the returned handle is dropped.
+    pub fn follow<E: std::fmt::Display>(
+        self,
+        name: &str,
+        interval: Duration,
+        mut seen: u64,
+        mut reload: impl FnMut() -> Result<u64, E> + Send + 'static,
+    ) -> Result<CommitThread, StoreError> {
+        let Commits { store, mut signal } = self;
+        let dir = store.dir.clone();
+        let stopper = signal.stopper();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (cluster, stop, loaded) = (cluster.clone(), stop.clone(), loaded.clone());
+            let stop = stop.clone();
+            let name_owned = name.to_owned();
             std::thread::Builder::new()
-                .name("weft-store-watch".to_owned())
+                .name(name.to_owned())
                 .spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(interval);
+                        if signal.wait(interval) == signal::Wake::Stop {
+                            break;
+                        }
                         match store.generation() {
                             Ok(g) if g == seen => continue,
                             Ok(_) => {}
                             Err(e) => {
-                                tracing::warn!(store = %store.dir.display(), error = %e, "cannot read the store generation");
+                                tracing::warn!(thread = %name_owned, store = %store.dir.display(), error = %e, "cannot read the store generation");
                                 continue;
                             }
                         }
-                        match store.feed(&cluster, &loaded) {
+                        match reload() {
                             Ok(g) => seen = g,
-                            Err(e) => tracing::warn!(store = %store.dir.display(), error = %e, "cannot reload the store; keeping the last state"),
+                            Err(e) => tracing::warn!(thread = %name_owned, store = %store.dir.display(), error = %e, "cannot reload from the store; keeping the last state"),
                         }
                     }
                 })
-                .map_err(Self::io("start a watcher for", &self.dir))?
+                .map_err(Store::io("start a watcher for", &dir))?
         };
-        Ok(StoreWatcher {
+        Ok(CommitThread {
             stop,
-            loaded,
+            stopper,
             thread: Some(thread),
         })
+    }
+}
+
+/// The thread of [`Commits::follow`]; stops it when dropped.
+#[derive(Debug)]
+pub struct CommitThread {
+    stop: Arc<AtomicBool>,
+    /// Wakes the thread from its wait.
+    stopper: signal::Stopper,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for CommitThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.stopper.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
 /// Keeps a [`Cluster`] current with a store; see [`Store::watch`].
 #[derive(Debug)]
 pub struct StoreWatcher {
-    stop: Arc<AtomicBool>,
+    _thread: CommitThread,
     /// The store generation the cluster holds.
     loaded: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl StoreWatcher {
@@ -907,15 +980,6 @@ impl StoreWatcher {
     /// being read (it is updated under the cluster's write lock).
     pub fn generation(&self) -> u64 {
         self.loaded.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for StoreWatcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

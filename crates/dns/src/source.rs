@@ -13,8 +13,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weft_cluster::manifest::{self, ReadError};
@@ -152,14 +150,14 @@ pub fn build_from_store(
 /// Follows an embedded store; stops when dropped.
 #[derive(Debug)]
 pub struct StoreFollower {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: weft_cluster::store::CommitThread,
 }
 
 impl StoreFollower {
     /// Builds the index from the store now (an error if it cannot be read),
-    /// then looks at the generation every `interval` and rebuilds after each
-    /// commit; a failed read is logged and the last index kept.
+    /// then rebuilds after each commit ([`weft_cluster::store::Commits`]:
+    /// woken by the commit, or looking every `interval` where inotify is
+    /// not available); a failed read is logged and the last index kept.
     pub fn start(
         dir: PathBuf,
         settings: ZoneSettings,
@@ -172,50 +170,15 @@ impl StoreFollower {
             handler.index.store(Arc::new(index));
             handler.metrics.set_ready();
         };
-        let (mut seen, index) = build_from_store(&store, &settings)?;
+        let commits = store.commits()?;
+        let (seen, index) = build_from_store(&store, &settings)?;
         publish(&handler, index);
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("weft-dns-store".to_owned())
-                .spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(interval);
-                        match store.generation() {
-                            Ok(g) if g == seen => continue,
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot read the store generation");
-                                continue;
-                            }
-                        }
-                        match build_from_store(&store, &settings) {
-                            Ok((g, index)) => {
-                                seen = g;
-                                publish(&handler, index);
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot read the store; keeping the last zone");
-                            }
-                        }
-                    }
-                })
-                .map_err(SourceError::Thread)?
-        };
-        Ok(StoreFollower {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for StoreFollower {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let thread = commits.follow("weft-dns-store", interval, seen, move || {
+            let (generation, index) = build_from_store(&store, &settings)?;
+            publish(&handler, index);
+            Ok::<_, SourceError>(generation)
+        })?;
+        Ok(StoreFollower { _thread: thread })
     }
 }
 
