@@ -852,9 +852,11 @@ impl Store {
     /// commit in between is seen. [`Commits::follow`] then reloads after
     /// each one.
     pub fn commits(&self) -> Result<Commits, StoreError> {
+        let signal = signal::CommitSignal::new(&self.dir).map_err(Self::io("watch", &self.dir))?;
         Ok(Commits {
             store: self.clone(),
-            signal: signal::CommitSignal::new(&self.dir).map_err(Self::io("watch", &self.dir))?,
+            signal,
+            last: self.stamp()?,
         })
     }
 
@@ -873,11 +875,11 @@ impl Store {
         };
         let commits = store.commits()?;
         let loaded = Arc::new(AtomicU64::new(0));
-        let seen = store.feed(cluster, &loaded)?;
+        store.feed(cluster, &loaded)?;
         let thread = {
             let (cluster, loaded) = (cluster.clone(), loaded.clone());
-            commits.follow("weft-store-watch", interval, seen, move || {
-                store.feed(&cluster, &loaded)
+            commits.follow("weft-store-watch", interval, move || {
+                store.feed(&cluster, &loaded).map(drop)
             })?
         };
         Ok(StoreWatcher {
@@ -892,24 +894,31 @@ impl Store {
 pub struct Commits {
     store: Store,
     signal: signal::CommitSignal,
+    /// The generation file as of [`Store::commits`]: a commit after it,
+    /// even one the caller's first load already saw, is reloaded.
+    last: Option<Stamp>,
 }
 
 impl Commits {
     /// Starts thread `name`, which sleeps until a commit renames the store's
     /// generation file into place (inotify on the store's directory;
-    /// without inotify it looks every `interval`) and then, if the
-    /// generation is not `seen`, calls `reload`, which returns the
-    /// generation it loaded. A failed read or reload is logged and tried
-    /// again at the next wake; whatever `reload` feeds keeps its last state.
-    /// Stops when the returned handle is dropped.
+    /// without inotify it looks every `interval`) and then, if that file is
+    /// not the one it last saw (its number, inode and mtime: a store made
+    /// anew in the same directory counts, whatever its number), calls
+    /// `reload`. A failed read or reload is logged and tried again at the
+    /// next wake; whatever `reload` feeds keeps its last state. Stops when
+    /// the returned handle is dropped.
     pub fn follow<E: std::fmt::Display>(
         self,
         name: &str,
         interval: Duration,
-        mut seen: u64,
-        mut reload: impl FnMut() -> Result<u64, E> + Send + 'static,
+        mut reload: impl FnMut() -> Result<(), E> + Send + 'static,
     ) -> Result<CommitThread, StoreError> {
-        let Commits { store, mut signal } = self;
+        let Commits {
+            store,
+            mut signal,
+            mut last,
+        } = self;
         let dir = store.dir.clone();
         let stopper = signal.stopper();
         let stop = Arc::new(AtomicBool::new(false));
@@ -923,16 +932,16 @@ impl Commits {
                         if signal.wait(interval) == signal::Wake::Stop {
                             break;
                         }
-                        match store.generation() {
-                            Ok(g) if g == seen => continue,
-                            Ok(_) => {}
+                        let stamp = match store.stamp() {
+                            Ok(stamp) if stamp == last => continue,
+                            Ok(stamp) => stamp,
                             Err(e) => {
                                 tracing::warn!(thread = %name_owned, store = %store.dir.display(), error = %e, "cannot read the store generation");
                                 continue;
                             }
-                        }
+                        };
                         match reload() {
-                            Ok(g) => seen = g,
+                            Ok(()) => last = stamp,
                             Err(e) => tracing::warn!(thread = %name_owned, store = %store.dir.display(), error = %e, "cannot reload from the store; keeping the last state"),
                         }
                     }

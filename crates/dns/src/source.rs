@@ -171,12 +171,12 @@ impl StoreFollower {
             handler.metrics.set_ready();
         };
         let commits = store.commits()?;
-        let (seen, index) = build_from_store(&store, &settings)?;
+        let (_, index) = build_from_store(&store, &settings)?;
         publish(&handler, index);
-        let thread = commits.follow("weft-dns-store", interval, seen, move || {
-            let (generation, index) = build_from_store(&store, &settings)?;
+        let thread = commits.follow("weft-dns-store", interval, move || {
+            let (_, index) = build_from_store(&store, &settings)?;
             publish(&handler, index);
-            Ok::<_, SourceError>(generation)
+            Ok::<_, SourceError>(())
         })?;
         Ok(StoreFollower { _thread: thread })
     }

@@ -84,6 +84,7 @@ impl CommitSignal {
             safety_net: SAFETY_NET,
             stop: Arc::new(stop),
         };
+        // Watched from before the caller's first look: no wake owed.
         signal.rewatch();
         Ok(signal)
     }
@@ -92,13 +93,14 @@ impl CommitSignal {
         Stopper(self.stop.clone())
     }
 
-    /// Watches the directory if it is not watched yet.
-    fn rewatch(&mut self) {
+    /// Watches the directory if it is not watched yet; true when a watch
+    /// was just added (anything may have changed while none was).
+    fn rewatch(&mut self) -> bool {
         let Some(inotify) = &self.inotify else {
-            return;
+            return false;
         };
         if self.watching {
-            return;
+            return false;
         }
         let events = AddWatchFlags::IN_MOVED_TO
             | AddWatchFlags::IN_CLOSE_WRITE
@@ -107,9 +109,13 @@ impl CommitSignal {
             | AddWatchFlags::IN_MOVE_SELF
             | AddWatchFlags::IN_ONLYDIR;
         match inotify.add_watch(&self.dir, events) {
-            Ok(_) => self.watching = true,
+            Ok(_) => {
+                self.watching = true;
+                true
+            }
             Err(e) => {
                 tracing::debug!(store = %self.dir.display(), error = %e, "cannot watch the store directory; polling");
+                false
             }
         }
     }
@@ -121,7 +127,11 @@ impl CommitSignal {
     pub(super) fn wait(&mut self, poll_interval: Duration) -> Wake {
         let started = Instant::now();
         loop {
-            self.rewatch();
+            if self.rewatch() {
+                // The directory was not watched until now: a commit made
+                // meanwhile sent no event.
+                return Wake::Look;
+            }
             let limit = if self.watching {
                 self.safety_net
             } else {
@@ -267,8 +277,11 @@ mod tests {
         let (wake, mut signal) = wait_while(signal, || fs::remove_dir(&dir).expect("rmdir"));
         assert_eq!(wake, Wake::Look);
         assert!(!signal.watching);
+        // Made anew with a commit in it before the watch is back: the
+        // wait that adds the watch ends at once, to look.
         fs::create_dir(&dir).expect("mkdir again");
-        signal.rewatch();
+        fs::write(dir.join(GENERATION), "1\n").expect("write");
+        assert_eq!(signal.wait(Duration::from_secs(3600)), Wake::Look);
         assert!(signal.watching);
         let (wake, _) = wait_while(signal, || {
             fs::write(dir.join(GENERATION), "1\n").expect("write");

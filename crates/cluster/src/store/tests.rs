@@ -706,6 +706,25 @@ fn a_watcher_without_a_usable_journal_reads_the_whole_store() {
 }
 
 #[test]
+fn a_watcher_follows_a_store_made_anew_in_its_directory() {
+    let (_d, store) = store();
+    store.apply(&[manifest(&many_pods(2))]).expect("apply");
+    let cluster = Cluster::new();
+    let _watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    // The same generation number in a new store: the watcher must not take
+    // it for the commit it already has.
+    fs::remove_dir_all(store.dir()).expect("remove the store");
+    let anew = Store::open(store.dir()).expect("a new store in the same place");
+    anew.apply(&[manifest(&many_pods(1))]).expect("apply");
+    assert_eq!(
+        anew.generation().expect("generation"),
+        store.generation().expect("generation")
+    );
+    converges(&cluster, &anew);
+    assert!(cluster.read().pod("default", "p1").is_none());
+}
+
+#[test]
 fn a_handle_that_wrote_reads_on_from_its_own_commit() {
     let (_d, store) = store();
     store.apply(&[manifest(&many_pods(3))]).expect("apply");
