@@ -36,7 +36,8 @@
 //! Files are not fsync'ed: after a machine crash the lab is rebuilt, not
 //! recovered. Readers sleep until the `generation` file is renamed into
 //! place (inotify on the top directory only, see [`Store::watch`]), then
-//! compare its number: exactly one reload per commit however many files it
+//! compare that file (number, inode, mtime) with the one they last loaded:
+//! one reload per commit however many files it
 //! touched, no watches to add as namespaces appear, nothing lost while a
 //! reader is busy, and no work at all while the store is idle.
 
