@@ -922,7 +922,9 @@ impl Commits {
         } = self;
         let dir = store.dir.clone();
         let stopper = signal.stopper();
+        let mut failing = Failing::default();
         let stop = Arc::new(AtomicBool::new(false));
+        let store_dir = dir.clone();
         let thread = {
             let stop = stop.clone();
             let name_owned = name.to_owned();
@@ -937,23 +939,64 @@ impl Commits {
                             Ok(stamp) if stamp == last => continue,
                             Ok(stamp) => stamp,
                             Err(e) => {
-                                tracing::warn!(thread = %name_owned, store = %store.dir.display(), error = %e, "cannot read the store generation");
+                                failing.fail(
+                                    &name_owned,
+                                    &dir,
+                                    "cannot read the store generation",
+                                    &e,
+                                );
                                 continue;
                             }
                         };
                         match reload() {
-                            Ok(()) => last = stamp,
-                            Err(e) => tracing::warn!(thread = %name_owned, store = %store.dir.display(), error = %e, "cannot reload from the store; keeping the last state"),
+                            Ok(()) => {
+                                last = stamp;
+                                failing.recover(&name_owned, &dir);
+                            }
+                            Err(e) => failing.fail(
+                                &name_owned,
+                                &dir,
+                                "cannot reload from the store; keeping the last state",
+                                &e,
+                            ),
                         }
                     }
                 })
-                .map_err(Store::io("start a watcher for", &dir))?
+                .map_err(Store::io("start a watcher for", &store_dir))?
         };
         Ok(CommitThread {
             stop,
             stopper,
             thread: Some(thread),
         })
+    }
+}
+
+/// A failure streak of a commit thread: the first failure is a warning,
+/// the ones after it (retried at every wake: every 20 ms while the store's
+/// directory is gone) only debug lines, and the recovery one info line.
+#[derive(Debug, Default)]
+struct Failing {
+    since: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl Failing {
+    fn fail(&mut self, thread: &str, dir: &Path, what: &str, error: &dyn std::fmt::Display) {
+        self.count += 1;
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            tracing::warn!(thread, store = %dir.display(), %error, "{what}");
+        } else {
+            tracing::debug!(thread, store = %dir.display(), %error, "{what}");
+        }
+    }
+
+    fn recover(&mut self, thread: &str, dir: &Path) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(thread, store = %dir.display(), failures = self.count, after_ms = since.elapsed().as_millis() as u64, "the store is readable again");
+        }
+        self.count = 0;
     }
 }
 
