@@ -31,6 +31,15 @@ fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// A store holding `pods` pods, and a cluster a watcher keeps current with it.
+fn watched_store(pods: usize) -> (tempfile::TempDir, Store, Cluster, StoreWatcher) {
+    let (dir, store) = store();
+    store.apply(&[manifest(&many_pods(pods))]).expect("apply");
+    let cluster = Cluster::new();
+    let watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    (dir, store, cluster, watcher)
+}
+
 fn manifest(text: &str) -> Manifest {
     Manifest {
         origin: "app.yaml".to_owned(),
@@ -519,10 +528,7 @@ fn running_ips(cluster: &Cluster) -> Vec<String> {
 
 #[test]
 fn a_batch_of_edits_is_one_commit_that_watchers_see_whole() {
-    let (_d, store) = store();
-    store.apply(&[manifest(&many_pods(20))]).expect("apply");
-    let cluster = Cluster::new();
-    let watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    let (_d, store, cluster, watcher) = watched_store(20);
     let before = store.generation().expect("generation");
     assert_eq!(watcher.generation(), before);
     // Someone looks at the cluster all along: never a part of the batch.
@@ -634,10 +640,7 @@ fn converges(cluster: &Cluster, store: &Store) {
 
 #[test]
 fn a_watcher_reads_only_the_files_the_journal_names() {
-    let (_d, store) = store();
-    store.apply(&[manifest(&many_pods(3))]).expect("apply");
-    let cluster = Cluster::new();
-    let _watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    let (_d, store, cluster, _watcher) = watched_store(3);
     // An object file no commit names goes bad: a reader that read the
     // whole store again would fail on it.
     let untouched = store.dir().join("pods/default/p2.yaml");
@@ -676,10 +679,7 @@ fn a_watcher_reads_only_the_files_the_journal_names() {
 
 #[test]
 fn a_watcher_without_a_usable_journal_reads_the_whole_store() {
-    let (_d, store) = store();
-    store.apply(&[manifest(&many_pods(3))]).expect("apply");
-    let cluster = Cluster::new();
-    let watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    let (_d, store, cluster, watcher) = watched_store(3);
     // The journal goes (as after an older weft wrote the store): the next
     // commit starts a new one, which does not cover what the watcher missed.
     fs::remove_file(store.dir().join("journal")).expect("remove journal");
@@ -707,10 +707,7 @@ fn a_watcher_without_a_usable_journal_reads_the_whole_store() {
 
 #[test]
 fn a_watcher_follows_a_store_made_anew_in_its_directory() {
-    let (_d, store) = store();
-    store.apply(&[manifest(&many_pods(2))]).expect("apply");
-    let cluster = Cluster::new();
-    let _watcher = store.watch(&cluster, WATCH_INTERVAL).expect("watch");
+    let (_d, store, cluster, _watcher) = watched_store(2);
     // The same generation number in a new store: the watcher must not take
     // it for the commit it already has.
     fs::remove_dir_all(store.dir()).expect("remove the store");
