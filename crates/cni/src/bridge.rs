@@ -371,16 +371,30 @@ impl Plugin for Bridge {
                 "bridge: required prevResult missing",
             )
         })?;
-        check_attachment(&keys, args, prev)?;
-        if keys.ip_masq && nat_rules::count(&masq::TABLES, &owner(args, conf))? == 0 {
-            return Err(CniError::internal(
-                "bridge CHECK: masquerade rules of the attachment missing",
+        let checked = check_attachment(&keys, args, prev)?;
+        let mut expected = Vec::new();
+        if keys.ip_masq {
+            let rules: Vec<_> = prev.ips.iter().map(masq::rule_for).collect();
+            expected.push(("masquerade", &masq::TABLES, rules));
+        }
+        if keys.macspoofchk {
+            let (Some(host_veth), Some(mac)) = (&checked.host_veth, checked.mac) else {
+                return Err(CniError::internal(
+                    "bridge CHECK: prevResult names no node-side veth, or the container interface has no MAC: the MAC spoof-check rule cannot be checked",
+                ));
+            };
+            expected.push((
+                "MAC spoof-check",
+                &spoofchk::TABLES,
+                vec![spoofchk::rule_for(host_veth, mac)],
             ));
         }
-        if keys.macspoofchk && nat_rules::count(&spoofchk::TABLES, &owner(args, conf))? == 0 {
-            return Err(CniError::internal(
-                "bridge CHECK: MAC spoof-check rule of the attachment missing",
-            ));
+        for (what, tables, rules) in expected {
+            if let Some(problem) = nat_rules::mismatch(tables, &owner(args, conf), &rules)? {
+                return Err(CniError::internal(format!(
+                    "bridge CHECK: {what} rules: {problem}"
+                )));
+            }
         }
         Ok(())
     }
@@ -882,7 +896,21 @@ fn configure_gateway(
 }
 
 /// CHECK: the bridge, both veth ends, the addresses and routes of `prev`.
-fn check_attachment(keys: &BridgeConf, args: &CmdArgs, prev: &CniResult) -> Result<(), CniError> {
+/// What CHECK found of the attachment's links, for checking its rules.
+struct CheckedLinks {
+    /// The node-side veth the result names.
+    host_veth: Option<String>,
+    /// The container interface's MAC address.
+    mac: Option<[u8; 6]>,
+}
+
+/// Checks the bridge, the container interface (MAC, addresses), its
+/// routes and the node-side veth against the previous result.
+fn check_attachment(
+    keys: &BridgeConf,
+    args: &CmdArgs,
+    prev: &CniResult,
+) -> Result<CheckedLinks, CniError> {
     let failed = |msg: String| CniError::internal(format!("bridge CHECK: {msg}"));
     let mut node = node_netlink()?;
     let bridge = node
@@ -946,9 +974,14 @@ fn check_attachment(keys: &BridgeConf, args: &CmdArgs, prev: &CniResult) -> Resu
     let vlan_gateway = keys
         .access_vlan()
         .map(|vid| vlan_gateway_name(&keys.bridge, vid));
+    let mut checked = CheckedLinks {
+        host_veth: None,
+        mac: iface.mac,
+    };
     for host in prev.interfaces.iter().filter(|i| {
         i.sandbox.is_none() && i.name != keys.bridge && Some(&i.name) != vlan_gateway.as_ref()
     }) {
+        checked.host_veth.get_or_insert_with(|| host.name.clone());
         let link = node
             .link(&host.name)
             .map_err(|err| linux_error("reading the node-side veth", &err))?
@@ -974,7 +1007,7 @@ fn check_attachment(keys: &BridgeConf, args: &CmdArgs, prev: &CniResult) -> Resu
             }
         }
     }
-    Ok(())
+    Ok(checked)
 }
 
 #[cfg(test)]

@@ -117,6 +117,16 @@ impl Plugin for HostLocal {
             .ancestors()
             .find(|candidate| candidate.exists())
             .unwrap_or(Path::new("/"));
+        if !writable_dir.is_dir() {
+            return Err(CniError::new(
+                ErrorCode::NotAvailable,
+                format!(
+                    "data directory {} cannot be made: {} is not a directory",
+                    dir.display(),
+                    writable_dir.display()
+                ),
+            ));
+        }
         if let Err(errno) = nix::unistd::access(writable_dir, AccessFlags::W_OK) {
             return Err(CniError::new(
                 ErrorCode::NotAvailable,

@@ -2,12 +2,13 @@
 //! portmap, Ethernet filtering for `macspoofchk`), in tables weft owns in
 //! the node's namespace. Every rule carries the comment
 //! `weft-<plugin> <network> <containerID> <ifname>`: ADD replaces the
-//! attachment's rules in one transaction, DEL removes them, CHECK counts
-//! them, GC removes those of attachments the runtime no longer knows.
+//! attachment's rules in one transaction, DEL removes them, CHECK compares
+//! them with what ADD would install, GC removes those of attachments the
+//! runtime no longer knows.
 
 use std::collections::HashSet;
 
-use weft_nft::{Chain, ChainType, Family, Hook, Nft, Rule, TableRef, Transaction};
+use weft_nft::{Chain, ChainType, Family, Hook, Nft, Rule, RuleInfo, TableRef, Transaction};
 
 use crate::error::error_chain;
 use crate::{CniError, ErrorCode};
@@ -63,12 +64,12 @@ fn open() -> Result<Nft, CniError> {
     Nft::open().map_err(|err| nft_error("opening nftables in the node namespace", &err))
 }
 
-/// (family, chain, handle) of the rules whose comment `pick` selects.
-fn find(
+/// The rules whose comment `pick` selects, with their family.
+fn find_rules(
     nft: &mut Nft,
     tables: &Tables,
     pick: &dyn Fn(&str) -> bool,
-) -> Result<Vec<(Family, String, u64)>, CniError> {
+) -> Result<Vec<(Family, RuleInfo)>, CniError> {
     let mut found = Vec::new();
     for &family in tables.families {
         let table = TableRef::new(family, tables.name);
@@ -86,10 +87,22 @@ fn find(
             listed
                 .into_iter()
                 .filter(|rule| rule.comment.as_deref().is_some_and(pick))
-                .map(|rule| (family, rule.chain, rule.handle)),
+                .map(|rule| (family, rule)),
         );
     }
     Ok(found)
+}
+
+/// (family, chain, handle) of the rules whose comment `pick` selects.
+fn find(
+    nft: &mut Nft,
+    tables: &Tables,
+    pick: &dyn Fn(&str) -> bool,
+) -> Result<Vec<(Family, String, u64)>, CniError> {
+    Ok(find_rules(nft, tables, pick)?
+        .into_iter()
+        .map(|(family, rule)| (family, rule.chain, rule.handle))
+        .collect())
 }
 
 /// Makes `rules` the attachment's only rules (each rule's comment is set to
@@ -144,10 +157,43 @@ pub fn remove_attachment(tables: &Tables, tag: &Tag<'_>) -> Result<usize, CniErr
     remove(tables, &|c| c == comment)
 }
 
-/// How many rules the attachment has.
-pub fn count(tables: &Tables, tag: &Tag<'_>) -> Result<usize, CniError> {
+/// What differs between the attachment's rules and `expected` (CHECK):
+/// `None` when each expected rule is installed, in its family and chain,
+/// with the same expressions, and the attachment has no other rule;
+/// otherwise a sentence saying how many are missing or extra.
+pub fn mismatch(
+    tables: &Tables,
+    tag: &Tag<'_>,
+    expected: &[(Family, Rule)],
+) -> Result<Option<String>, CniError> {
     let comment = tag.comment();
-    Ok(find(&mut open()?, tables, &|c| c == comment)?.len())
+    let mut installed = find_rules(&mut open()?, tables, &|c| c == comment)?;
+    let mut missing = 0;
+    for (family, rule) in expected {
+        let found = installed.iter().position(|(installed_family, info)| {
+            installed_family == family
+                && info.chain == rule.chain
+                && info.decoded.as_deref() == Some(rule.exprs.as_slice())
+        });
+        match found {
+            Some(at) => {
+                installed.swap_remove(at);
+            }
+            None => missing += 1,
+        }
+    }
+    let extra = installed.len();
+    Ok((missing > 0 || extra > 0).then(|| {
+        let mut problem = format!(
+            "{} of the attachment's {} rules present",
+            expected.len() - missing,
+            expected.len()
+        );
+        if extra > 0 {
+            problem.push_str(&format!(", and {extra} it should not have"));
+        }
+        problem
+    }))
 }
 
 /// Removes the network's rules whose attachment is not in `valid`.

@@ -391,14 +391,11 @@ impl Plugin for Portmap {
             .as_ref()
             .ok_or_else(|| invalid("portmap: required prevResult missing".to_owned()))?;
         let mappings = resolve(conf, prev)?;
-        let expected = rules(&mappings, keys.snat.unwrap_or(true), keys.masq_all).len();
-        let present = nat_rules::count(&TABLES, &tag(args, conf))?;
-        if present != expected {
-            return Err(CniError::internal(format!(
-                "portmap CHECK: {present} of the attachment's {expected} rules present"
-            )));
+        let expected = rules(&mappings, keys.snat.unwrap_or(true), keys.masq_all);
+        match nat_rules::mismatch(&TABLES, &tag(args, conf), &expected)? {
+            Some(problem) => Err(CniError::internal(format!("portmap CHECK: {problem}"))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn gc(&self, _args: &CmdArgs, conf: &NetConf) -> Result<(), CniError> {

@@ -532,3 +532,40 @@ fn ip_masq_lets_pods_reach_beyond_the_node_and_del_and_gc_remove_the_rules() {
     assert!(masquerade_rules(&node).is_empty());
     assert!(node.allocations("podnet").is_empty());
 }
+
+#[test]
+fn check_fails_when_one_of_a_dual_stack_attachments_masquerade_rules_is_gone() {
+    if !root() {
+        return;
+    }
+    let node = Node::new();
+    let c1 = TestNs::new();
+    let mut conf = json!({
+        "cniVersion": "1.1.0", "name": "podnet", "type": "bridge",
+        "bridge": "cni-test0", "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "dataDir": node.data.path(),
+                 "ranges": [[{"subnet": "10.92.0.0/24"}], [{"subnet": "fd00:92::/64"}]]}
+    });
+    conf["prevResult"] = node
+        .weft("bridge", &node.call("ADD", &c1, "c1"), &conf)
+        .ok();
+    node.weft("bridge", &node.call("CHECK", &c1, "c1"), &conf)
+        .ok();
+
+    // Only the IPv4 rule goes; the IPv6 one stays.
+    let mut nft = weft_nft::Nft::open_in(node.ns.ns()).unwrap();
+    let table = weft_nft::TableRef::new(weft_nft::Family::Ip, "weft-cni");
+    let rules = nft.rules(&table, None).unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let mut tx = weft_nft::Transaction::new();
+    tx.delete_rule(&table, rules[0].chain.clone(), rules[0].handle);
+    nft.apply(&tx).unwrap();
+
+    let reply = node.weft("bridge", &node.call("CHECK", &c1, "c1"), &conf);
+    assert_eq!(reply.code, 1, "CHECK passed with the IPv4 rule gone");
+    let msg = reply.json["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("masquerade") && msg.contains("1 of the attachment's 2"),
+        "{msg}"
+    );
+}

@@ -175,6 +175,22 @@ fn status_is_error_50_when_the_range_is_exhausted() {
 }
 
 #[test]
+fn status_is_error_50_when_the_data_directory_cannot_be_made() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let conf = conf(&file, json!({"subnet": "10.1.2.0/24"}));
+    let (code, out) = call("STATUS", "", "", &conf);
+    assert_eq!((code, out["code"].clone()), (1, json!(50)), "{out}");
+    assert!(
+        out["msg"].as_str().unwrap().contains("is not a directory"),
+        "{out}"
+    );
+    let (code, out) = call("ADD", "c1", "eth0", &conf);
+    assert_eq!((code, out["code"].clone()), (1, json!(5)), "{out}");
+}
+
+#[test]
 fn requested_ip_from_cni_args_is_allocated() {
     let data = tempfile::tempdir().unwrap();
     let conf = conf(data.path(), json!({"subnet": "10.1.2.0/24"}));
