@@ -1071,7 +1071,8 @@ fn protocol(p: &Option<String>) -> &str {
 
 /// Keeps what the server owns when an existing object is applied again:
 /// identity, status when the manifest has none, the allocated ClusterIP,
-/// NodePorts and pod CIDR, the node a Pod was scheduled to.
+/// NodePorts and pod CIDR, the node a Pod was scheduled to and the
+/// runtime's workload annotation on it.
 fn carry_over(obj: &mut Object, old: &Object) {
     let old_meta = old.meta();
     let meta = obj.meta_mut();
@@ -1122,6 +1123,19 @@ fn carry_over(obj: &mut Object, old: &Object) {
         (Object::Pod(new), Object::Pod(old)) => {
             if new.status.is_none() {
                 new.status.clone_from(&old.status);
+            }
+            // What the runtime said it runs is the runtime's, like status.
+            let workload = old
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|annotations| annotations.get(crate::model::WORKLOAD_ANNOTATION));
+            if let Some(workload) = workload {
+                new.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .entry(crate::model::WORKLOAD_ANNOTATION.to_owned())
+                    .or_insert_with(|| workload.clone());
             }
             if let (Some(spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) {
                 if spec.node_name.is_none() {

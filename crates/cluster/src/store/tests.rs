@@ -133,6 +133,40 @@ fn applying_the_same_manifest_again_changes_nothing() {
 }
 
 #[test]
+fn applying_again_after_the_kubelet_ran_a_pod_keeps_what_the_kubelet_wrote() {
+    let (_d, store) = store();
+    store.apply(&[manifest(&many_pods(1))]).expect("apply");
+    let pod = key(Kind::Pod, "default", "p0");
+    store
+        .modify(&pod, |obj| {
+            mark_running(obj, "10.244.0.2");
+            if let Object::Pod(p) = obj {
+                p.spec.get_or_insert_with(Default::default).node_name = Some("node-1".to_owned());
+            }
+            obj.meta_mut()
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(
+                    crate::model::WORKLOAD_ANNOTATION.to_owned(),
+                    "weft serve".to_owned(),
+                );
+        })
+        .expect("the kubelet's edit");
+    let before = store.get(&pod).expect("get");
+    let generation = store.generation().expect("generation");
+
+    let changes = store
+        .apply(&[manifest(&many_pods(1))])
+        .expect("apply again");
+    assert!(
+        changes.iter().all(|c| c.action == Action::Unchanged),
+        "{changes:?}"
+    );
+    assert_eq!(store.get(&pod).expect("get"), before);
+    assert_eq!(store.generation().expect("generation"), generation);
+}
+
+#[test]
 fn applying_a_changed_manifest_configures_and_keeps_identity_and_allocations() {
     let (_d, store) = store();
     store.apply(&[manifest(APP)]).expect("apply");
