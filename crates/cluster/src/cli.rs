@@ -24,9 +24,15 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// Opens the store, creating the directory if needed.
+    /// Opens the store, creating the directory if needed (`apply`).
     pub fn open(&self) -> Result<Store, StoreError> {
         Store::open(&self.store)
+    }
+
+    /// Opens the store, which must exist (`get`, `delete`): a mistyped
+    /// `--store` is an error, not an empty store made on the spot.
+    pub fn open_existing(&self) -> Result<Store, StoreError> {
+        Store::open_existing(&self.store)
     }
 }
 

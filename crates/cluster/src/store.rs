@@ -109,6 +109,12 @@ pub enum StoreError {
     /// The control plane ran out of addresses or ports; nothing was written.
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// [`Store::open_existing`] found no directory.
+    #[error(
+        "no store at {} (is the lab up? `weft lab up`; another lab's store is /var/lib/weft/lab/NAME/store, named with --store or WEFT_STORE)",
+        .0.display()
+    )]
+    Missing(PathBuf),
     /// [`Store::modify`] named an object that does not exist.
     #[error("{0} not found")]
     NotFound(ObjectKey),
@@ -189,6 +195,15 @@ impl Store {
             config: ClusterConfig::default(),
             cache: Arc::default(),
         })
+    }
+
+    /// Opens the store in `dir`, which must exist.
+    pub fn open_existing(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let dir = dir.into();
+        if !dir.is_dir() {
+            return Err(StoreError::Missing(dir));
+        }
+        Store::open(dir)
     }
 
     /// Uses another address plan for allocation and validation.

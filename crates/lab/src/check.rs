@@ -189,6 +189,7 @@ fn timed(
 /// one node) is skipped; a missing piece a healthy lab has (a second node,
 /// a Service, a ready pod) is a failure.
 pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
+    crate::Settings::require(layout)?;
     let store = Store::open(layout.store_dir())?;
     let pods = ready_pods(layout, &store)?;
     let mut rows = Vec::new();

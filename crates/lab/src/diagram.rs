@@ -53,9 +53,7 @@ pub struct Picture {
 
 /// Reads the picture of a lab from its store.
 pub fn picture(layout: &Layout) -> Result<Picture, LabError> {
-    let settings = Settings::read(layout).ok_or_else(|| {
-        LabError::Invalid(format!("no lab named {} (run `weft lab up`)", layout.name))
-    })?;
+    let settings = Settings::require(layout)?;
     let store = Store::open(layout.store_dir())?;
     let mut nodes = Vec::new();
     for object in store.list(Kind::Node, None)? {

@@ -46,7 +46,21 @@ impl Settings {
         let bytes = std::fs::read(layout.settings_file()).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
+
+    /// The settings of the lab, which must exist: for commands that look
+    /// at a lab, so a lab that is not there is said to be missing instead
+    /// of being read as an empty one.
+    pub fn require(layout: &Layout) -> Result<Settings, LabError> {
+        Settings::read(layout).ok_or_else(|| {
+            LabError::Invalid(format!("no lab named {} (run `weft lab up`)", layout.name))
+        })
+    }
 }
+
+/// Nodes of a lab when neither `--nodes` nor an existing lab says.
+pub const DEFAULT_NODES: u8 = 2;
+/// Mode of a lab when neither `--mode` nor an existing lab says.
+pub const DEFAULT_MODE: &str = "host-gw";
 
 fn step(out: &mut dyn Write, number: usize, total: usize, text: &str) {
     let _ = writeln!(out, "[{number}/{total}] {text}");
@@ -115,30 +129,39 @@ fn read_manifests(files: &[PathBuf]) -> Result<Vec<Manifest>, LabError> {
 
 /// Builds (or repairs) the lab: LAN, external host, nodes, CNI plugins,
 /// Node objects, agents and kubelets, then applies `manifests` (the sample
-/// app when empty) and waits for the Pods to be Ready.
+/// app when empty) and waits for the Pods to be Ready. `nodes` and `mode`
+/// not given are the existing lab's, or the defaults for a new one.
 pub fn up(
     layout: &Layout,
-    nodes: u8,
-    mode: &str,
+    nodes: Option<u8>,
+    mode: Option<&str>,
     manifests: &[PathBuf],
     exe: &Path,
     out: &mut dyn Write,
 ) -> Result<(), LabError> {
+    let existing = Settings::read(layout);
+    let nodes = nodes
+        .or(existing.as_ref().map(|existing| existing.nodes))
+        .unwrap_or(DEFAULT_NODES);
+    let mode = mode
+        .map(str::to_owned)
+        .or(existing.as_ref().map(|existing| existing.mode.clone()))
+        .unwrap_or_else(|| DEFAULT_MODE.to_owned());
     if nodes == 0 || nodes > MAX_NODES {
         return Err(LabError::Invalid(format!(
             "--nodes must be 1 to {MAX_NODES}"
         )));
     }
-    if !matches!(mode, "host-gw" | "vxlan") {
+    if !matches!(mode.as_str(), "host-gw" | "vxlan") {
         return Err(LabError::Invalid(format!(
             "--mode must be host-gw or vxlan, not {mode:?}"
         )));
     }
     let wanted = Settings {
         nodes,
-        mode: mode.to_owned(),
+        mode: mode.clone(),
     };
-    if let Some(existing) = Settings::read(layout).filter(|existing| *existing != wanted) {
+    if let Some(existing) = existing.filter(|existing| *existing != wanted) {
         return Err(LabError::Invalid(format!(
             "lab {} exists with {} node(s) in {} mode; run `weft lab down --name {}` first",
             layout.name, existing.nodes, existing.mode, layout.name
@@ -553,12 +576,7 @@ pub fn down(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
 
 /// Nodes, pods and Services in tables.
 pub fn status(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
-    let Some(settings) = Settings::read(layout) else {
-        return Err(LabError::Invalid(format!(
-            "no lab named {} (run `weft lab up`)",
-            layout.name
-        )));
-    };
+    let settings = Settings::require(layout)?;
     let store = Store::open(layout.store_dir())?;
     let write = |out: &mut dyn Write, line: String| {
         let _ = writeln!(out, "{line}");

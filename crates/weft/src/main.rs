@@ -75,12 +75,13 @@ enum LabCommand {
     Up {
         #[command(flatten)]
         lab: LabName,
-        /// Number of nodes.
-        #[arg(long, default_value = "2")]
-        nodes: u8,
-        /// Cross-node pod network: host-gw or vxlan.
-        #[arg(long, default_value = "host-gw")]
-        mode: String,
+        /// Number of nodes [default: the existing lab's, or 2].
+        #[arg(long)]
+        nodes: Option<u8>,
+        /// Cross-node pod network: host-gw or vxlan [default: the existing
+        /// lab's, or host-gw].
+        #[arg(long)]
+        mode: Option<String>,
         /// Manifests to apply instead of the sample app (file, dir or -).
         #[arg(short = 'f', long = "filename")]
         files: Vec<std::path::PathBuf>,
@@ -239,12 +240,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     weft_lab::settle_store(&args.store.store, &mut out)?;
                 }
                 LabCommand::Delete(args) => {
-                    let store = args.store.open()?;
+                    let store = args.store.open_existing()?;
                     weft_cluster::cli::delete(&store, &args, &mut stdin, &mut out)?;
                     weft_lab::settle_store(&args.store.store, &mut out)?;
                 }
                 LabCommand::Get(args) => {
-                    let store = args.store.open()?;
+                    let store = args.store.open_existing()?;
                     weft_cluster::cli::get(&store, &args, &mut out)?;
                 }
                 LabCommand::Up {
@@ -254,7 +255,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     files,
                 } => {
                     let exe = std::env::current_exe()?;
-                    weft_lab::up(&lab.layout()?, nodes, &mode, &files, &exe, &mut out)?;
+                    weft_lab::up(
+                        &lab.layout()?,
+                        nodes,
+                        mode.as_deref(),
+                        &files,
+                        &exe,
+                        &mut out,
+                    )?;
                 }
                 LabCommand::Down { lab } => weft_lab::down(&lab.layout()?, &mut out)?,
                 LabCommand::Status { lab } => weft_lab::status(&lab.layout()?, &mut out)?,

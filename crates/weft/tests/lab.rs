@@ -222,19 +222,20 @@ fn lab_scenario(mode: &str) {
         assert!(svg.contains(text), "{text} missing from the diagram");
     }
 
-    let again = lab.ok(&[
-        "lab",
-        "up",
-        "--nodes",
-        "3",
-        "--mode",
-        mode,
-        "-f",
-        app.to_str().unwrap(),
-    ]);
+    // Again, without --nodes and --mode: the lab's own are used.
+    let again = lab.ok(&["lab", "up", "-f", app.to_str().unwrap()]);
     assert!(
-        !again.contains("started") && !again.contains("Created"),
+        !again.contains("started") && !again.contains("Created") && !again.contains("Configured"),
         "second up changed something:\n{again}"
+    );
+    assert!(
+        again.contains(&format!("3 node(s), {mode} mode")),
+        "{again}"
+    );
+    let pods = lab.ok(&["lab", "get", "pods", "-o", "wide"]);
+    assert!(
+        pods.contains("weft serve (image agnhost not run)"),
+        "second up lost what the kubelet wrote:\n{pods}"
     );
 
     // A pod goes: its namespace goes.
@@ -368,5 +369,33 @@ fn an_invalid_manifest_fails_lab_apply_and_changes_nothing() {
     assert!(
         services.contains("ok") && !services.contains("fine"),
         "{services}"
+    );
+}
+
+#[test]
+fn commands_on_a_lab_that_does_not_exist_say_so_and_create_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let lab = Lab {
+        name: "absent".into(),
+        root: root.path(),
+    };
+    for args in [
+        &["lab", "check"][..],
+        &["lab", "status"],
+        &["lab", "diagram"],
+        &["lab", "get", "pods"],
+        &["lab", "delete", "-f", "-"],
+    ] {
+        let output = lab.weft(args);
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "weft {args:?} succeeded");
+        assert!(
+            error.contains("no lab named absent") || error.contains("no store at"),
+            "weft {args:?}: {error}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(root.path()).unwrap().next().is_none(),
+        "something was created under the state root"
     );
 }
