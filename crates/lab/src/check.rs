@@ -9,6 +9,7 @@
 //! HTTPS verified against the lab's certificate), and a pod to the outside
 //! world (masqueraded to its node's address).
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -46,9 +47,23 @@ pub fn http_get(ns: &NetNs, target: SocketAddr, path: &str) -> Result<String, St
 
 struct PodInfo {
     name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
     node: String,
     ip: IpAddr,
     ns: NetNs,
+}
+
+impl PodInfo {
+    /// Whether `service` selects this pod.
+    fn backs(&self, service: &ServiceTarget) -> bool {
+        self.namespace == service.namespace
+            && !service.selector.is_empty()
+            && service
+                .selector
+                .iter()
+                .all(|(key, value)| self.labels.get(key) == Some(value))
+    }
 }
 
 fn ready_pods(layout: &Layout, store: &Store) -> Result<Vec<PodInfo>, LabError> {
@@ -77,12 +92,14 @@ fn pod_info(layout: &Layout, pod: &Pod) -> Option<PodInfo> {
     let namespace = pod.metadata.namespace.clone()?;
     let name = pod.metadata.name.clone()?;
     Some(PodInfo {
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
         node: pod.spec.as_ref()?.node_name.clone()?,
         ip: pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?,
         ns: NetNs::from_path(
             Path::new(weft_linux::netns::NETNS_RUN_DIR).join(layout.pod_ns(&namespace, &name)),
         ),
         name,
+        namespace,
     })
 }
 
@@ -90,6 +107,7 @@ fn pod_info(layout: &Layout, pod: &Pod) -> Option<PodInfo> {
 struct ServiceTarget {
     name: String,
     namespace: String,
+    selector: BTreeMap<String, String>,
     cluster_ip: IpAddr,
     port: u16,
     node_port: Option<u16>,
@@ -132,8 +150,9 @@ fn resolve(ns: &NetNs, name: &str) -> Result<IpAddr, String> {
         .ok_or_else(|| format!("{name}: {:?}, no address", message.metadata.response_code))
 }
 
-/// The first TCP port of the first Service with a selector.
-fn first_service(store: &Store) -> Result<Option<ServiceTarget>, LabError> {
+/// The first TCP port of every Service with a selector, in store order.
+fn selecting_services(store: &Store) -> Result<Vec<ServiceTarget>, LabError> {
+    let mut found = Vec::new();
     for object in store.list(Kind::Service, None)? {
         let Object::Service(service) = object else {
             continue;
@@ -147,20 +166,36 @@ fn first_service(store: &Store) -> Result<Option<ServiceTarget>, LabError> {
             .iter()
             .flatten()
             .find(|port| port.protocol.as_deref().unwrap_or("TCP") == "TCP");
-        if let (Some(port), Some(_)) = (tcp, &spec.selector) {
-            let node_port = port.node_port.and_then(|p| u16::try_from(p).ok());
-            if let Ok(number) = u16::try_from(port.port) {
-                return Ok(Some(ServiceTarget {
-                    name: service.metadata.name.clone().unwrap_or_default(),
-                    namespace: service.metadata.namespace.clone().unwrap_or_default(),
-                    cluster_ip: ip,
-                    port: number,
-                    node_port,
-                }));
-            }
-        }
+        let selector = spec.selector.clone().unwrap_or_default();
+        let (Some(port), false) = (tcp, selector.is_empty()) else {
+            continue;
+        };
+        let Ok(number) = u16::try_from(port.port) else {
+            continue;
+        };
+        found.push(ServiceTarget {
+            name: service.metadata.name.clone().unwrap_or_default(),
+            namespace: service.metadata.namespace.clone().unwrap_or_default(),
+            selector,
+            cluster_ip: ip,
+            port: number,
+            node_port: port.node_port.and_then(|p| u16::try_from(p).ok()),
+        });
     }
-    Ok(None)
+    Ok(found)
+}
+
+/// The first of `services` that `keep` accepts and a ready pod backs, or
+/// failing that the first `keep` accepts.
+fn pick_service<'a>(
+    services: &'a [ServiceTarget],
+    pods: &[PodInfo],
+    keep: impl Fn(&ServiceTarget) -> bool,
+) -> Option<&'a ServiceTarget> {
+    let mut kept = services.iter().filter(|service| keep(service));
+    let first = kept.clone().next();
+    kept.find(|service| pods.iter().any(|pod| pod.backs(service)))
+        .or(first)
 }
 
 /// Runs `check` once, timed. No retry: `lab up`, `lab apply` and
@@ -220,7 +255,10 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
         )),
         None => rows.push(Row {
             skipped: true,
-            ..missing("pod -> pod, same node", "no two ready pods share a node")
+            ..missing(
+                "pod -> pod, same node",
+                "no two ready pods running weft serve share a node",
+            )
         }),
     }
     let across = pods.iter().enumerate().find_map(|(i, a)| {
@@ -241,14 +279,14 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
         )),
         None => rows.push(missing(
             "pod -> pod, across nodes",
-            "no two ready pods on different nodes",
+            "no two ready pods running weft serve on different nodes",
         )),
     }
 
-    match (first_service(&store)?, pods.first()) {
+    let services = selecting_services(&store)?;
+    match (pick_service(&services, &pods, |_| true), pods.first()) {
         (Some(service), Some(client)) => {
-            let name = service.name;
-            let node_port = service.node_port;
+            let name = &service.name;
             let target = SocketAddr::new(service.cluster_ip, service.port);
             rows.push(timed(
                 "pod -> ClusterIP",
@@ -274,22 +312,32 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
                     Ok(format!("{address}, answered by {host}"))
                 },
             ));
-            rows.push(timed(
-                "pod -> own Service (hairpin)",
-                client.name.clone(),
-                format!("{name} {target}"),
-                || {
-                    // Random balancing: ask until the pod itself answers.
-                    for _ in 0..40 {
-                        if http_get(&client.ns, target, "/hostname")? == client.name {
-                            return Ok("answered by itself".to_owned());
+            match pods.iter().find(|pod| pod.backs(service)) {
+                Some(backend) => rows.push(timed(
+                    "pod -> own Service (hairpin)",
+                    backend.name.clone(),
+                    format!("{name} {target}"),
+                    || {
+                        // Random balancing: ask until the pod itself answers.
+                        for _ in 0..40 {
+                            if http_get(&backend.ns, target, "/hostname")? == backend.name {
+                                return Ok("answered by itself".to_owned());
+                            }
                         }
-                    }
-                    Err("never reached itself in 40 tries".to_owned())
-                },
-            ));
-            match node_port {
-                Some(node_port) => {
+                        Err("never reached itself in 40 tries".to_owned())
+                    },
+                )),
+                None => rows.push(missing(
+                    "pod -> own Service (hairpin)",
+                    &format!("no ready pod backs Service {name}"),
+                )),
+            }
+            let with_node_port = pick_service(&services, &pods, |s| s.node_port.is_some());
+            match with_node_port {
+                Some(&ServiceTarget {
+                    node_port: Some(node_port),
+                    ..
+                }) => {
                     let external = NetNs::from_path(
                         Path::new(weft_linux::netns::NETNS_RUN_DIR).join(layout.external_ns()),
                     );
@@ -306,10 +354,13 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
                         ));
                     }
                 }
-                None => rows.push(missing(
-                    "external -> NodePort",
-                    "the first Service has no NodePort",
-                )),
+                _ => rows.push(Row {
+                    skipped: true,
+                    ..missing(
+                        "external -> NodePort",
+                        "no Service with a selector has a NodePort",
+                    )
+                }),
             }
         }
         _ => rows.push(missing(

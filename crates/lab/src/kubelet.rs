@@ -76,6 +76,11 @@ impl PodState {
         layout.pods_dir().join(format!("{container_id}.json"))
     }
 
+    /// Where the workload's pid is recorded.
+    fn pid_file(layout: &Layout, container_id: &str) -> PathBuf {
+        layout.pods_dir().join(format!("{container_id}.pid"))
+    }
+
     fn save(&self, layout: &Layout) -> std::io::Result<()> {
         let path = Self::file(layout, &self.container_id);
         let temporary = path.with_extension("tmp");
@@ -141,6 +146,7 @@ pub fn teardown(layout: &Layout, runtime: Option<&Runtime>, state: &PodState) {
         tracing::warn!(pod = %state.name, "deleting namespace {}: {err}", state.netns);
     }
     let _ = std::fs::remove_dir_all(layout.etc_netns(&state.netns));
+    let _ = std::fs::remove_file(PodState::pid_file(layout, &state.container_id));
     let _ = std::fs::remove_file(PodState::file(layout, &state.container_id));
 }
 
@@ -500,7 +506,7 @@ impl Kubelet {
             .layout
             .pods_dir()
             .join(format!("{namespace}_{name}.log"));
-        let pid_file = self.layout.pods_dir().join(format!("{uid}.pid"));
+        let pid_file = PodState::pid_file(&self.layout, &uid);
         let (recorded, child) =
             process::spawn(&ns, &mut command, &log, &pid_file).map_err(|err| err.to_string())?;
         state.pid = Some(recorded.pid);

@@ -699,22 +699,45 @@ pub fn status(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
 /// Prints a component's log: `agent`, `kubelet` (every node's, or
 /// `agent/node-2`), or a pod `NAMESPACE/NAME`.
 pub fn logs(layout: &Layout, component: &str, out: &mut dyn Write) -> Result<(), LabError> {
+    Settings::require(layout)?;
     let (kind, node) = component.split_once('/').unwrap_or((component, ""));
     let files: Vec<PathBuf> = match kind {
         "agent" | "kubelet" => {
             let nodes_dir = layout.dir.join("nodes");
-            let mut dirs: Vec<PathBuf> = std::fs::read_dir(&nodes_dir)
+            let mut nodes: Vec<String> = std::fs::read_dir(&nodes_dir)
                 .map_err(LabError::io(format!("reading {}", nodes_dir.display())))?
                 .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|dir| node.is_empty() || dir.file_name().is_some_and(|name| name == node))
+                .filter_map(|entry| entry.file_name().into_string().ok())
                 .collect();
-            dirs.sort();
-            dirs.into_iter()
-                .map(|dir| dir.join(format!("{kind}.log")))
+            nodes.sort();
+            if !node.is_empty() && !nodes.iter().any(|name| name == node) {
+                return Err(LabError::Invalid(format!(
+                    "lab {} has no node {node:?} (its nodes: {})",
+                    layout.name,
+                    nodes.join(", ")
+                )));
+            }
+            nodes
+                .iter()
+                .filter(|name| node.is_empty() || name.as_str() == node)
+                .map(|name| layout.node_dir(name).join(format!("{kind}.log")))
                 .collect()
         }
-        namespace => vec![layout.pods_dir().join(format!("{namespace}_{node}.log"))],
+        _ if node.is_empty() => {
+            return Err(LabError::Invalid(format!(
+                "{component:?} is not a component: name agent, kubelet (with /node-N for one node) or a pod as NAMESPACE/NAME"
+            )));
+        }
+        namespace => {
+            let file = layout.pods_dir().join(format!("{namespace}_{node}.log"));
+            if !file.exists() {
+                return Err(LabError::Invalid(format!(
+                    "no log for pod {namespace}/{node} in lab {} (see `weft lab get pods -A`)",
+                    layout.name
+                )));
+            }
+            vec![file]
+        }
     };
     for file in files {
         let text = std::fs::read_to_string(&file)

@@ -247,6 +247,34 @@ fn lab_scenario(mode: &str) {
     eventually(10, "the deleted pod's namespace to go", || {
         !lab.namespaces().contains(&pod_ns)
     });
+    let pods_dir = root.path().join(&lab.name).join("pods");
+    let files: Vec<String> = std::fs::read_dir(&pods_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for pid_file in files.iter().filter(|name| name.ends_with(".pid")) {
+        let state = pid_file.replace(".pid", ".json");
+        assert!(
+            files.contains(&state),
+            "{pid_file} left without its pod: {files:?}"
+        );
+    }
+
+    // Logs: a node that is not there and a pod without its namespace are
+    // errors that say so.
+    let output = lab.weft(&["lab", "logs", "agent/node-9"]);
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && error.contains("no node"),
+        "{error}"
+    );
+    let output = lab.weft(&["lab", "logs", "b"]);
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && error.contains("NAMESPACE/NAME"),
+        "{error}"
+    );
+    assert!(lab.ok(&["lab", "logs", "default/b"]).contains("==> "));
 
     // A node goes: its peers forget its pod subnet.
     let node_3 = NetNs::open(&format!("weft-{}-node-3", lab.name)).unwrap();
@@ -383,6 +411,7 @@ fn commands_on_a_lab_that_does_not_exist_say_so_and_create_nothing() {
         &["lab", "check"][..],
         &["lab", "status"],
         &["lab", "diagram"],
+        &["lab", "logs", "agent"],
         &["lab", "get", "pods"],
         &["lab", "delete", "-f", "-"],
     ] {
