@@ -13,7 +13,14 @@ use std::time::{Duration, Instant};
 use weft_linux::{NetNs, Netlink};
 use weft_testhost::require_root;
 
+// `0-client` sorts first and backs no Service: `lab check` must still find
+// a pod behind `web` for the hairpin row.
 const APP: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: 0-client, labels: {app: client}}
+spec: {containers: [{name: client, image: agnhost, ports: [{name: http, containerPort: 8080}]}]}
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: a, labels: {app: web}}
@@ -140,7 +147,7 @@ fn lab_scenario(mode: &str) {
         "-f",
         app.to_str().unwrap(),
     ]);
-    assert!(up.contains("6/6 pods ready"), "{up}"); // 4 + the cluster DNS and ingress pods
+    assert!(up.contains("7/7 pods ready"), "{up}"); // 5 + the cluster DNS and ingress pods
     // `lab up` returned only once every agent had applied the store
     // generation that made the pods Ready, and says so.
     assert!(up.contains("3/3 agents applied it"), "{up}");
