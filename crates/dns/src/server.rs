@@ -202,8 +202,8 @@ impl Handler {
         let index = self.index.load();
         let key = view.key.as_str();
         let found = index.find(key, view.qtype, view.qclass);
-        if found.is_cname_for_other_type() && self.forwarder.is_some() {
-            return None;
+        if found.is_cname_for_other_type() {
+            return None; // an ExternalName: its target is chased below
         }
         let question_end = wire::HEADER_LEN + view.question_len;
         let question = bytes.get(wire::HEADER_LEN..question_end)?;
@@ -353,28 +353,43 @@ impl Handler {
             } => {
                 response.metadata.authoritative = true;
                 response.metadata.response_code = rcode;
-                let chase = cname_target(&answers, query.query_type);
+                let mut chase = cname_target(&answers, query.query_type);
                 response.insert_answers(answers);
                 response.insert_authorities(authority);
                 response.insert_additionals(additionals);
                 // An ExternalName: resolve its target like CoreDNS does, so
-                // stub resolvers that do not chase CNAMEs get addresses.
-                let (Some(target), Some(forwarder)) = (chase, &self.forwarder) else {
-                    return None;
-                };
-                let mut q = query.clone();
-                q.name = target;
-                if index.answer(&q) != Answer::NotOurs {
-                    return None;
-                }
-                match forwarder.cache.get(&q) {
-                    Some(hit) => {
-                        self.metrics.cache_hit();
-                        response.answers.extend(hit.answers);
-                        None
+                // stub resolvers that do not chase CNAMEs get addresses:
+                // from the cluster zone or the hosts file when the target
+                // is there (another ExternalName is followed in turn), else
+                // upstream.
+                for _ in 0..MAX_CNAME_CHAIN {
+                    let Some(target) = chase.take() else {
+                        return None;
+                    };
+                    let mut q = query.clone();
+                    q.name = target;
+                    let mut local = index.answer(&q);
+                    if local == Answer::NotOurs {
+                        if let Some(hosts) = &self.hosts {
+                            local = hosts.answer(&q);
+                        }
                     }
-                    None => Some(Wait::Chase(q)),
+                    if let Answer::Authoritative { answers, .. } = local {
+                        chase = cname_target(&answers, query.query_type);
+                        response.answers.extend(answers);
+                        continue;
+                    }
+                    let forwarder = self.forwarder.as_ref()?;
+                    return match forwarder.cache.get(&q) {
+                        Some(hit) => {
+                            self.metrics.cache_hit();
+                            response.answers.extend(hit.answers);
+                            None
+                        }
+                        None => Some(Wait::Chase(q)),
+                    };
                 }
+                None
             }
             Answer::NotOurs => match &self.forwarder {
                 None => {
@@ -401,6 +416,10 @@ fn fill_forwarded(response: &mut Message, upstream: Message) {
     response.authorities = upstream.authorities;
     response.additionals = upstream.additionals;
 }
+
+/// How many CNAMEs in a row an answer follows inside the cluster zone and
+/// the hosts file (ExternalNames naming each other), as a bound on loops.
+const MAX_CNAME_CHAIN: usize = 8;
 
 fn cname_target(
     answers: &[hickory_proto::rr::Record],

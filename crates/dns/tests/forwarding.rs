@@ -212,3 +212,49 @@ fn forwarding_to_its_own_listen_address_is_refused() {
     assert!(matches!(err, DnsError::Loop(_)), "{err}");
     assert!(err.to_string().contains(&own), "{err}");
 }
+
+/// ExternalNames whose targets the server answers itself: a Service of the
+/// cluster zone, a name of the hosts file, and another ExternalName. The
+/// upstream (a closed port) is never needed.
+#[test]
+fn external_name_targets_in_the_zone_or_the_hosts_file_are_resolved_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "192.0.2.80 external\n").unwrap();
+    let cluster = lab_cluster();
+    let external_name = |name: &str, target: &str| {
+        let mut service = weft_cluster::testing::mk_service("default", name, &[], &[]);
+        if let Some(spec) = service.spec.as_mut() {
+            spec.type_ = Some("ExternalName".to_owned());
+            spec.external_name = Some(target.to_owned());
+        }
+        weft_cluster::Object::from(service)
+    };
+    cluster.update(|index| {
+        index.upsert(external_name("inside", "web.shop.svc.cluster.local"))
+            | index.upsert(external_name("hosted", "external"))
+            | index.upsert(external_name("twice", "inside.default.svc.cluster.local"))
+    });
+    let cfg = Config {
+        hosts_file: Some(hosts),
+        hosts_ttl: 300,
+        ..config()
+    };
+    let server = start(&cfg, Some(&cluster));
+    for (name, target, address) in [
+        ("inside", "web.shop.svc.cluster.local.", "10.96.0.20"),
+        ("hosted", "external.", "192.0.2.80"),
+        ("twice", "web.shop.svc.cluster.local.", "10.96.0.20"),
+    ] {
+        let out = dig(
+            &server.port(),
+            &[&format!("{name}.default.svc.cluster.local"), "A"],
+        );
+        assert!(
+            out.contains("status: NOERROR")
+                && out.contains(&format!("CNAME\t{target}"))
+                && out.contains(&format!("IN\tA\t{address}")),
+            "{name}: {out}"
+        );
+    }
+}

@@ -270,8 +270,10 @@ fn fast_path_answers_exactly_as_the_general_path() {
             assert_eq!(sections(&fast), sections(&general), "{name} {qtype}");
         }
     }
-    // Every question above is in the zone and there is no forwarder.
-    assert_eq!(fast_answers, 2 * questions.len());
+    // Every question above is in the zone and there is no forwarder; only
+    // `ext` (an ExternalName) asked for A goes the general way, which
+    // chases its target.
+    assert_eq!(fast_answers, 2 * (questions.len() - 1));
 }
 
 #[test]
