@@ -363,9 +363,7 @@ impl Handler {
                 // is there (another ExternalName is followed in turn), else
                 // upstream.
                 for _ in 0..MAX_CNAME_CHAIN {
-                    let Some(target) = chase.take() else {
-                        return None;
-                    };
+                    let target = chase.take()?;
                     let mut q = query.clone();
                     q.name = target;
                     let mut local = index.answer(&q);

@@ -160,6 +160,10 @@ pub enum IngressError {
     Runtime(#[source] std::io::Error),
 }
 
+/// How long shutdown waits for the API to take the controller's addresses
+/// out of the Ingresses' status.
+const STATUS_WITHDRAW_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Runs `weft ingress` until SIGINT or SIGTERM, then drains.
 pub fn run(args: &IngressArgs) -> Result<(), IngressError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -211,7 +215,7 @@ pub struct Controller {
     proxy: ProxySettings,
     settings: ServerSettings,
     bound: Bound,
-    _follower: Follower,
+    follower: Follower,
 }
 
 impl Controller {
@@ -289,7 +293,7 @@ impl Controller {
                 drain_timeout: args.drain_timeout,
             },
             bound,
-            _follower: follower,
+            follower,
         })
     }
 
@@ -377,6 +381,7 @@ impl Controller {
         for finish in finished {
             let _ = finish.await;
         }
+        self.follower.withdraw(STATUS_WITHDRAW_TIMEOUT).await;
         ops_task.abort();
         Ok(())
     }

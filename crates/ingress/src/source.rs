@@ -4,11 +4,13 @@
 //! table they started with; nothing is dropped), logs new problems, marks
 //! the controller ready after the first synced build, and publishes the
 //! controller's addresses into each served Ingress's
-//! `status.loadBalancer.ingress`.
+//! `status.loadBalancer.ingress` (adding its own to those of other
+//! controllers, and taking them out again on shutdown).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::networking::v1::{
@@ -70,32 +72,88 @@ fn current_entries(ingress: &Ingress) -> Vec<IngressLoadBalancerIngress> {
         .unwrap_or_default()
 }
 
+/// `current` with `own` added (`publishing`) or taken out, in a stable
+/// order. Each controller only adds or removes its own entries, so two
+/// controllers publishing different addresses converge on both instead of
+/// overwriting each other on every change.
+pub fn merged(
+    current: &[IngressLoadBalancerIngress],
+    own: &[IngressLoadBalancerIngress],
+    publishing: bool,
+) -> Vec<IngressLoadBalancerIngress> {
+    let mut out: Vec<IngressLoadBalancerIngress> = current
+        .iter()
+        .filter(|entry| !own.contains(entry))
+        .cloned()
+        .collect();
+    if publishing {
+        out.extend(own.iter().cloned());
+    }
+    let order = |entry: &IngressLoadBalancerIngress| {
+        (
+            entry.ip.clone().unwrap_or_default(),
+            entry.hostname.clone().unwrap_or_default(),
+        )
+    };
+    out.sort_by_key(order);
+    out.dedup();
+    out
+}
+
+/// Whether `ingress`'s status lacks one of `own` (publishing) or still
+/// holds one (withdrawing).
+fn needs_update(ingress: &Ingress, own: &[IngressLoadBalancerIngress], publishing: bool) -> bool {
+    let current = current_entries(ingress);
+    if publishing {
+        own.iter().any(|entry| !current.contains(entry))
+    } else {
+        own.iter().any(|entry| current.contains(entry))
+    }
+}
+
 impl StatusWriter {
-    fn publish(&self, name: &IngressName, entries: &[IngressLoadBalancerIngress]) {
-        let status = IngressStatus {
+    /// Adds `own` to the Ingress's `status.loadBalancer.ingress`
+    /// (`publishing`) or takes it out; `current` is the status the caller
+    /// last saw. A write to the API runs on the runtime and its handle is
+    /// returned.
+    fn publish(
+        &self,
+        name: &IngressName,
+        current: &[IngressLoadBalancerIngress],
+        own: &[IngressLoadBalancerIngress],
+        publishing: bool,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let status = |entries: Vec<IngressLoadBalancerIngress>| IngressStatus {
             load_balancer: Some(IngressLoadBalancerStatus {
-                ingress: Some(entries.to_vec()),
+                ingress: Some(entries),
             }),
         };
         match self {
-            StatusWriter::Off => {}
+            StatusWriter::Off => None,
             StatusWriter::Store(store) => {
                 let key = ObjectKey::new(Kind::Ingress, &name.namespace, &name.name);
+                // Merged under the store's lock, from what it holds now.
                 let result = store.modify(&key, |object| {
                     if let Object::Ingress(ingress) = object {
-                        ingress.status = Some(status);
+                        let entries = merged(&current_entries(ingress), own, publishing);
+                        ingress.status = Some(status(entries));
                     }
                 });
                 if let Err(error) = result {
                     tracing::warn!(ingress = %name, %error, "cannot write the Ingress status");
                 }
+                None
             }
             StatusWriter::Kubernetes { client, runtime } => {
                 let api: kube::Api<Ingress> =
                     kube::Api::namespaced(client.clone(), &name.namespace);
-                let patch = serde_json::json!({ "status": status });
+                // A merge patch replaces the list: a write that crossed
+                // another controller's is seen on the next change and
+                // merged again.
+                let patch =
+                    serde_json::json!({ "status": status(merged(current, own, publishing)) });
                 let name = name.clone();
-                runtime.spawn(async move {
+                Some(runtime.spawn(async move {
                     let params = kube::api::PatchParams::default();
                     if let Err(error) = api
                         .patch_status(&name.name, &params, &kube::api::Patch::Merge(&patch))
@@ -103,9 +161,49 @@ impl StatusWriter {
                     {
                         tracing::warn!(ingress = %name, %error, "cannot write the Ingress status");
                     }
-                });
+                }))
             }
         }
+    }
+}
+
+/// What publishing and withdrawing the controller's addresses need.
+#[derive(Debug, Clone)]
+struct Publisher {
+    cluster: Cluster,
+    table: Arc<ArcSwap<RouteTable>>,
+    status: StatusWriter,
+    own: Vec<IngressLoadBalancerIngress>,
+    /// Set on shutdown: rebuilds after it publish nothing.
+    withdrawn: Arc<AtomicBool>,
+}
+
+impl Publisher {
+    /// Adds the controller's addresses to (`publishing`) or takes them out
+    /// of every served Ingress whose status needs it.
+    fn update(&self, publishing: bool) -> Vec<tokio::task::JoinHandle<()>> {
+        if !publishing {
+            self.withdrawn.store(true, Ordering::SeqCst);
+        }
+        if self.own.is_empty() || (publishing && self.withdrawn.load(Ordering::SeqCst)) {
+            return Vec::new();
+        }
+        let table = self.table.load();
+        let due: Vec<(IngressName, Vec<IngressLoadBalancerIngress>)> = {
+            let index = self.cluster.read();
+            table
+                .ingresses
+                .iter()
+                .filter_map(|name| {
+                    let ingress = index.ingress(&name.namespace, &name.name)?;
+                    needs_update(ingress, &self.own, publishing)
+                        .then(|| (name.clone(), current_entries(ingress)))
+                })
+                .collect()
+        };
+        due.iter()
+            .filter_map(|(name, current)| self.status.publish(name, current, &self.own, publishing))
+            .collect()
     }
 }
 
@@ -113,6 +211,7 @@ impl StatusWriter {
 #[derive(Debug)]
 pub struct Follower {
     _thread: weft_cluster::Follower,
+    publisher: Publisher,
 }
 
 /// What the follower needs besides the cluster.
@@ -130,28 +229,17 @@ impl Follower {
     /// Builds the table now, then rebuilds after every change.
     pub fn start(cluster: Cluster, parts: FollowerParts) -> std::io::Result<Follower> {
         let changes = cluster.subscribe();
-        let entries = status_entries(&parts.publish);
+        let publisher = Publisher {
+            cluster: cluster.clone(),
+            table: parts.table.clone(),
+            status: parts.status.clone(),
+            own: status_entries(&parts.publish),
+            withdrawn: Arc::default(),
+        };
+        let rebuilding = publisher.clone();
         let mut reported: BTreeSet<String> = BTreeSet::new();
         let mut rebuild = move || {
-            let (table, stale) = {
-                let index = cluster.read();
-                let table = RouteTable::build(&index, &parts.classes);
-                let stale: Vec<IngressName> = if entries.is_empty() {
-                    Vec::new()
-                } else {
-                    table
-                        .ingresses
-                        .iter()
-                        .filter(|name| {
-                            index
-                                .ingress(&name.namespace, &name.name)
-                                .is_some_and(|i| current_entries(i) != entries)
-                        })
-                        .cloned()
-                        .collect()
-                };
-                (table, stale)
-            };
+            let table = RouteTable::build(&cluster.read(), &parts.classes);
             let warnings: BTreeSet<String> = table.warnings.iter().cloned().collect();
             for warning in warnings.difference(&reported) {
                 tracing::warn!("{warning}");
@@ -168,15 +256,30 @@ impl Follower {
             parts.table.store(Arc::new(table));
             if cluster.is_synced() {
                 parts.metrics.set_ready();
-                for name in &stale {
-                    parts.status.publish(name, &entries);
-                }
+                // API writes finish on their own; nothing waits for them.
+                drop(rebuilding.update(true));
             }
         };
         rebuild();
         Ok(Follower {
             _thread: weft_cluster::Follower::spawn("weft-ingress-routes", changes, rebuild)?,
+            publisher,
         })
+    }
+
+    /// Takes the controller's addresses out of the status of every Ingress
+    /// it serves (on shutdown, as ingress-nginx does), waiting up to
+    /// `timeout` for writes to the API.
+    pub async fn withdraw(&self, timeout: std::time::Duration) {
+        let writes = self.publisher.update(false);
+        let all = async {
+            for write in writes {
+                let _ = write.await;
+            }
+        };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("withdrawing the Ingress status timed out");
+        }
     }
 }
 
@@ -213,7 +316,9 @@ mod tests {
                 namespace: "shop".to_owned(),
                 name: "web".to_owned(),
             };
-            writer.publish(&name, &status_entries(&["192.0.2.7".to_owned()]));
+            let own = status_entries(&["192.0.2.7".to_owned()]);
+            let current = status_entries(&["192.0.2.9".to_owned()]);
+            let write = writer.publish(&name, &current, &own, true);
             let (request, send) =
                 tokio::time::timeout(Duration::from_secs(5), handle.next_request())
                     .await
@@ -236,13 +341,32 @@ mod tests {
                 serde_json::from_slice(&body).unwrap_or_else(|e| panic!("json: {e}"));
             assert_eq!(
                 patch,
-                serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}}})
+                serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}, {"ip": "192.0.2.9"}]}}})
             );
             send.send_response(
                 Response::builder()
                     .body(Body::from(b"{}".to_vec()))
                     .unwrap_or_else(|e| panic!("response: {e}")),
             );
+            if let Some(write) = write {
+                let _ = write.await;
+            }
         });
+    }
+
+    #[test]
+    fn controllers_add_and_withdraw_only_their_own_entries() {
+        let a = status_entries(&["192.0.2.1".to_owned()]);
+        let b = status_entries(&["192.0.2.2".to_owned(), "lb.example.com".to_owned()]);
+        let with_a = merged(&[], &a, true);
+        let with_both = merged(&with_a, &b, true);
+        assert_eq!(with_both.len(), 3);
+        // Publishing again changes nothing: the two do not take turns.
+        assert_eq!(merged(&with_both, &a, true), with_both);
+        assert_eq!(merged(&with_both, &b, true), with_both);
+        // The order does not depend on who wrote last.
+        assert_eq!(merged(&merged(&[], &b, true), &a, true), with_both);
+        assert_eq!(merged(&with_both, &a, false), merged(&[], &b, true));
+        assert!(merged(&merged(&with_both, &a, false), &b, false).is_empty());
     }
 }

@@ -1270,3 +1270,69 @@ fn rate_limit_and_graceful_shutdown() {
         );
     });
 }
+
+/// The IPs in the `shop` Ingress's status.
+fn status_ips(store: &Store) -> Vec<String> {
+    let key = ObjectKey::new(Kind::Ingress, "default", "shop");
+    let Ok(Some(Object::Ingress(ingress))) = store.get(&key) else {
+        return Vec::new();
+    };
+    ingress
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|lb| lb.ingress)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| entry.ip)
+        .collect()
+}
+
+#[test]
+fn two_controllers_publish_both_addresses_and_each_withdraws_its_own_on_shutdown() {
+    require_root!();
+    in_namespace(|| async {
+        let first = Ingress::start(&two_hosts_three_paths(), &[]).await;
+        let store = first.store.clone();
+        // A second controller on the same store, publishing another address.
+        let cluster = Cluster::new();
+        let _watcher = store.watch(&cluster, WATCH_INTERVAL).unwrap();
+        let args = Cli::parse_from([
+            "ingress",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--https-listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--publish-address",
+            "192.0.2.11",
+        ])
+        .args;
+        let second = Controller::bind(&args, cluster, StatusWriter::Store(store.clone()))
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(second.serve(async move {
+            let _ = stopped.await;
+        }));
+
+        eventually("both addresses in the status", async || {
+            status_ips(&store) == ["192.0.2.10", "192.0.2.11"]
+        })
+        .await;
+        // Settled: the two do not overwrite each other on every change.
+        let generation = store.generation().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            store.generation().unwrap(),
+            generation,
+            "status keeps changing"
+        );
+
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
+        assert_eq!(status_ips(&store), ["192.0.2.10"]);
+        first.shutdown().await;
+        assert!(status_ips(&store).is_empty(), "{:?}", status_ips(&store));
+    });
+}

@@ -506,7 +506,7 @@ impl Kubelet {
             .layout
             .pods_dir()
             .join(format!("{namespace}_{name}.log"));
-        let pid_file = PodState::pid_file(&self.layout, &uid);
+        let pid_file = PodState::pid_file(&self.layout, uid);
         let (recorded, child) =
             process::spawn(&ns, &mut command, &log, &pid_file).map_err(|err| err.to_string())?;
         state.pid = Some(recorded.pid);

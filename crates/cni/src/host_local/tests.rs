@@ -178,7 +178,7 @@ fn status_is_error_50_when_the_range_is_exhausted() {
 fn status_is_error_50_when_the_data_directory_cannot_be_made() {
     let data = tempfile::tempdir().unwrap();
     let file = data.path().join("a-file");
-    std::fs::write(&file, "").unwrap();
+    fs::write(&file, "").unwrap();
     let conf = conf(&file, json!({"subnet": "10.1.2.0/24"}));
     let (code, out) = call("STATUS", "", "", &conf);
     assert_eq!((code, out["code"].clone()), (1, json!(50)), "{out}");
