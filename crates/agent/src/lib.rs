@@ -258,14 +258,15 @@ fn log_pass(report: &PassReport, elapsed: Duration) {
                 table = %format!("{family} weft"),
                 full = sync.full,
                 operations = sync.operations,
-                duration_ms = sync.duration.as_secs_f64() * 1000.0,
+                // Milliseconds to the microsecond: `0.768`, not `0.76799999`.
+                duration_ms = (sync.duration.as_secs_f64() * 1e6).round() / 1e3,
                 conntrack_flushed = sync.conntrack_flushed,
                 "proxy sync"
             );
         }
     }
     tracing::debug!(
-        elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+        elapsed_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         "reconcile pass"
     );
 }

@@ -5,6 +5,8 @@
 
 mod table;
 
+pub use table::align as align_table;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 

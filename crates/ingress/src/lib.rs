@@ -377,6 +377,10 @@ impl Controller {
             finished.push(finish);
         }
         stop.await;
+        tracing::info!(
+            workers = finished.len(),
+            "stopped accepting; draining open connections"
+        );
         let _ = stop_all.send(true);
         for finish in finished {
             let _ = finish.await;

@@ -52,6 +52,11 @@ impl Metrics {
         });
         let connections = Gauge::default();
         let rejected = Family::<Labels, Counter>::default();
+        // Every reason at 0 from the start, so rates and alerts see the
+        // series before the first refusal.
+        for reason in crate::server::REFUSAL_REASONS {
+            drop(rejected.get_or_create(&vec![("reason", reason.to_owned())]));
+        }
         let tls_failures = Counter::default();
         let hosts = Gauge::default();
         let certificates = Gauge::default();

@@ -439,7 +439,8 @@ impl Proxy {
             ingress = %route.map(|r| r.ingress.to_string()).unwrap_or_default(),
             backend = %route.map(|r| r.backend.id.as_str()).unwrap_or(""),
             upstream = %record.upstream.map(|a| a.to_string()).unwrap_or_default(),
-            duration_ms = record.started.elapsed().as_secs_f64() * 1000.0,
+            // Milliseconds to the microsecond: `0.768`, not `0.76799999`.
+            duration_ms = (record.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         );
     }
 

@@ -62,6 +62,11 @@ pub struct Admission {
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
+/// Why a connection is refused at accept (the `reason` label of
+/// `weft_ingress_connections_rejected_total`): over the per-source rate,
+/// or no slot under `--max-connections`.
+pub const REFUSAL_REASONS: [&str; 2] = ["rate", "max_connections"];
+
 impl Admission {
     pub fn new(settings: &ServerSettings) -> Admission {
         Admission {
@@ -92,14 +97,14 @@ impl Admission {
             *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(burst);
             *at = now;
             if *tokens < 1.0 {
-                return Err("rate");
+                return Err(REFUSAL_REASONS[0]);
             }
             *tokens -= 1.0;
         }
         self.slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| "max_connections")
+            .map_err(|_| REFUSAL_REASONS[1])
     }
 }
 
@@ -226,9 +231,9 @@ pub async fn serve(
     drop(http);
     drop(https);
     let _ = stopping_tx.send(true);
-    tracing::info!(
+    tracing::debug!(
         connections = graceful.count(),
-        "stopped accepting; draining open connections"
+        "worker stopped accepting; draining its open connections"
     );
     drop(open_tx);
     let drained = async {

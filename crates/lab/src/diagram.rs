@@ -104,9 +104,12 @@ pub fn picture(layout: &Layout) -> Result<Picture, LabError> {
             .ports
             .unwrap_or_default()
             .iter()
-            .map(|port| match port.node_port {
-                Some(node_port) => format!("{}→NodePort {node_port}", port.port),
-                None => port.port.to_string(),
+            .map(|port| {
+                let protocol = port.protocol.as_deref().unwrap_or("TCP");
+                match port.node_port {
+                    Some(node_port) => format!("{}/{protocol}→NodePort {node_port}", port.port),
+                    None => format!("{}/{protocol}", port.port),
+                }
             })
             .collect();
         services.push(format!(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
+use weft_cluster::cli::align_table;
 use weft_cluster::manifest::Manifest;
 use weft_cluster::model::pod_is_ready;
 use weft_cluster::{Kind, Object, Store};
@@ -589,13 +590,7 @@ pub fn status(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
         ),
     );
     write(out, String::new());
-    write(
-        out,
-        format!(
-            "{:<10} {:<16} {:<16} {:<8}",
-            "NODE", "ADDRESS", "POD-CIDR", "AGENT"
-        ),
-    );
+    let mut nodes = Vec::new();
     for object in store.list(Kind::Node, None)? {
         let Object::Node(node) = object else { continue };
         let name = node.metadata.name.clone().unwrap_or_default();
@@ -613,19 +608,16 @@ pub fn status(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
             .unwrap_or_default();
         let agent =
             Recorded::read(&layout.node_dir(&name).join("agent.pid")).is_some_and(|r| r.is_alive());
-        write(
-            out,
-            format!(
-                "{name:<10} {address:<16} {cidr:<16} {:<8}",
-                if agent { "running" } else { "STOPPED" }
-            ),
-        );
+        let agent = if agent { "running" } else { "STOPPED" };
+        nodes.push(vec![name, address, cidr, agent.to_owned()]);
     }
-    write(out, String::new());
-    write(
+    let _ = write!(
         out,
-        format!("{:<24} {:<10} {:<16} {:<6}", "POD", "NODE", "IP", "READY"),
+        "{}",
+        align_table(&["NODE", "ADDRESS", "POD-CIDR", "AGENT"], &nodes)
     );
+    write(out, String::new());
+    let mut pods = Vec::new();
     for object in store.list(Kind::Pod, None)? {
         let Object::Pod(pod) = object else { continue };
         let name = format!(
@@ -643,19 +635,16 @@ pub fn status(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
             .as_ref()
             .and_then(|status| status.pod_ip.clone())
             .unwrap_or_else(|| "<none>".into());
-        write(
-            out,
-            format!(
-                "{name:<24} {node:<10} {ip:<16} {:<6}",
-                if pod_is_ready(&pod) { "yes" } else { "no" }
-            ),
-        );
+        let ready = if pod_is_ready(&pod) { "yes" } else { "no" };
+        pods.push(vec![name, node, ip, ready.to_owned()]);
     }
-    write(out, String::new());
-    write(
+    let _ = write!(
         out,
-        format!("{:<24} {:<16} {:<30}", "SERVICE", "CLUSTER-IP", "PORTS"),
+        "{}",
+        align_table(&["POD", "NODE", "IP", "READY"], &pods)
     );
+    write(out, String::new());
+    let mut services = Vec::new();
     for object in store.list(Kind::Service, None)? {
         let Object::Service(service) = object else {
             continue;
@@ -670,29 +659,25 @@ pub fn status(layout: &Layout, out: &mut dyn Write) -> Result<(), LabError> {
             .ports
             .unwrap_or_default()
             .iter()
-            .map(|port| match port.node_port {
-                Some(node_port) => format!(
-                    "{}:{}/{}",
-                    port.port,
-                    node_port,
-                    port.protocol.as_deref().unwrap_or("TCP")
-                ),
-                None => format!(
-                    "{}/{}",
-                    port.port,
-                    port.protocol.as_deref().unwrap_or("TCP")
-                ),
+            .map(|port| {
+                let protocol = port.protocol.as_deref().unwrap_or("TCP");
+                match port.node_port {
+                    Some(node_port) => format!("{}:{node_port}/{protocol}", port.port),
+                    None => format!("{}/{protocol}", port.port),
+                }
             })
             .collect();
-        write(
-            out,
-            format!(
-                "{name:<24} {:<16} {:<30}",
-                spec.cluster_ip.unwrap_or_default(),
-                ports.join(",")
-            ),
-        );
+        services.push(vec![
+            name,
+            spec.cluster_ip.unwrap_or_default(),
+            ports.join(","),
+        ]);
     }
+    let _ = write!(
+        out,
+        "{}",
+        align_table(&["SERVICE", "CLUSTER-IP", "PORTS"], &services)
+    );
     Ok(())
 }
 

@@ -190,10 +190,28 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("weft: {err:#}");
+            eprintln!("weft: {}", error_text(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `a: b: c` from an error and its causes, leaving out a cause whose text
+/// is already part of the message (the Kubernetes client's errors repeat
+/// their sources in their own text).
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }
 
 /// The plugin this process was exec'ed as, from the base name of argv[0].
@@ -304,5 +322,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cni(CniCommand::Install(args)) => {
             cni_install::install(&args, &mut std::io::stdout().lock())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    /// An error that prints its source in its own text, as kube's do.
+    #[derive(Debug)]
+    struct Repeats(std::io::Error);
+
+    impl std::fmt::Display for Repeats {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "failed to infer config: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Repeats {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(Repeats(io)).context("cannot connect to the API");
+        assert_eq!(
+            error_text(&err),
+            "cannot connect to the API: failed to infer config: no such file"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&plain), "outer: inner");
     }
 }

@@ -38,7 +38,9 @@ pub(crate) fn render(
     align(&headers, &rows)
 }
 
-fn align(headers: &[&str], rows: &[Vec<String>]) -> String {
+/// `headers` and `rows` as kubectl prints tables: each column as wide as
+/// its widest cell, three spaces between columns.
+pub fn align(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
