@@ -1086,8 +1086,8 @@ fn protocol(p: &Option<String>) -> &str {
 
 /// Keeps what the server owns when an existing object is applied again:
 /// identity, status when the manifest has none, the allocated ClusterIP,
-/// NodePorts and pod CIDR, the node a Pod was scheduled to and the
-/// runtime's workload annotation on it.
+/// NodePorts and pod CIDR, a Node's conditions, the node a Pod was
+/// scheduled to and the runtime's workload annotation on it.
 fn carry_over(obj: &mut Object, old: &Object) {
     let old_meta = old.meta();
     let meta = obj.meta_mut();
@@ -1124,8 +1124,13 @@ fn carry_over(obj: &mut Object, old: &Object) {
             }
         }
         (Object::Node(new), Object::Node(old)) => {
-            if new.status.is_none() {
-                new.status.clone_from(&old.status);
+            match (&mut new.status, &old.status) {
+                (None, _) => new.status.clone_from(&old.status),
+                // The conditions are the kubelet's.
+                (Some(status), Some(old_status)) if status.conditions.is_none() => {
+                    status.conditions.clone_from(&old_status.conditions);
+                }
+                _ => {}
             }
             let (Some(spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) else {
                 return;

@@ -63,7 +63,8 @@ pub struct Runtime {
     pub node: NetNs,
 }
 
-const CONFLIST: &str = "10-weft.conflist";
+/// The conflist the agent writes into each node's CNI config dir.
+pub(crate) const CONFLIST: &str = "10-weft.conflist";
 const LOOPBACK: &str = "99-loopback.conf";
 
 fn read_json(path: &Path) -> Result<Value, CniError> {

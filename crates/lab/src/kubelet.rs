@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodIP, PodStatus};
+use k8s_openapi::api::core::v1::{NodeCondition, Pod, PodCondition, PodIP, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 use weft_cluster::model::pod_is_terminal;
 use weft_cluster::store::{Action, WATCH_INTERVAL};
@@ -296,11 +297,69 @@ impl Kubelet {
             if self.scheduler {
                 self.schedule(&pods, &nodes);
             }
+            self.report_ready(&cluster);
             self.sync_pods(&pods);
             self.probe();
             self.flush();
             let waiting = self.running.values().any(|running| !running.marked_ready);
             changes.wait_timeout(Duration::from_millis(if waiting { 100 } else { 500 }));
+        }
+    }
+
+    /// Sets the Node's `Ready` condition as kubelet does: `True` once the
+    /// node's CNI config is there (the agent wrote it), `False` with
+    /// `NetworkPluginNotReady` before. Written only when it changes.
+    fn report_ready(&self, cluster: &Cluster) {
+        let conflist = self.runtime.conf_dir.join(crate::cni::CONFLIST);
+        let ready = conflist.exists();
+        let (status, reason, message) = if ready {
+            (
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status".to_owned(),
+            )
+        } else {
+            (
+                "False",
+                "NetworkPluginNotReady",
+                format!(
+                    "network plugin not ready: no CNI config {}",
+                    conflist.display()
+                ),
+            )
+        };
+        let current = cluster.read().node(&self.node).and_then(|node| {
+            let conditions = node.status.as_ref()?.conditions.as_ref()?;
+            let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+            Some(ready.status.clone())
+        });
+        if current.as_deref() == Some(status) {
+            return;
+        }
+        let key = ObjectKey::new(Kind::Node, "", &self.node);
+        let result = self.store.modify(&key, |object| {
+            let Object::Node(node) = object else { return };
+            let now = Time(jiff::Timestamp::now());
+            let conditions = node
+                .status
+                .get_or_insert_with(Default::default)
+                .conditions
+                .get_or_insert_with(Vec::new);
+            conditions.retain(|c| c.type_ != "Ready");
+            conditions.push(NodeCondition {
+                type_: "Ready".to_owned(),
+                status: status.to_owned(),
+                reason: Some(reason.to_owned()),
+                message: Some(message),
+                last_heartbeat_time: Some(now.clone()),
+                last_transition_time: Some(now),
+            });
+        });
+        match result {
+            Ok(_) => tracing::info!(node = %self.node, ready, "node status"),
+            Err(err) => {
+                tracing::warn!(node = %self.node, "writing the node's Ready condition: {err}")
+            }
         }
     }
 

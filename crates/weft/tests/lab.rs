@@ -213,6 +213,13 @@ fn lab_scenario(mode: &str) {
         pods.contains("weft serve (image agnhost not run)"),
         "{pods}"
     );
+    // Each kubelet marked its Node Ready once the agent wrote the CNI config.
+    let nodes = lab.ok(&["lab", "get", "nodes"]);
+    let ready = nodes
+        .lines()
+        .filter(|line| line.split_whitespace().nth(1) == Some("Ready"))
+        .count();
+    assert_eq!(ready, 3, "{nodes}");
     let ingress = lab.ok(&["lab", "get", "pods", "-n", "ingress-weft", "-o", "wide"]);
     assert!(ingress.contains("weft ingress"), "{ingress}");
 
