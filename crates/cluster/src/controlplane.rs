@@ -122,6 +122,7 @@ fn allocate_services(
             .chain(spec.cluster_ips.iter().flatten());
         used_ips.extend(ips.filter_map(|ip| ip.parse::<IpAddr>().ok()));
         let ports = spec.ports.iter().flatten().filter_map(|p| p.node_port);
+        let ports = ports.chain(spec.health_check_node_port);
         used_ports.extend(ports.filter_map(|p| u16::try_from(p).ok()));
     }
     for (key, obj) in objects.iter_mut() {
@@ -169,6 +170,15 @@ fn allocate_services(
                     used_ports.insert(p);
                     port.node_port = Some(i32::from(p));
                 }
+            }
+            // Where load balancers ask a node whether it has local
+            // endpoints, from the NodePort range like kube-apiserver's.
+            let local = spec.external_traffic_policy.as_deref() == Some("Local");
+            if kind == "LoadBalancer" && local && spec.health_check_node_port.is_none_or(|p| p == 0)
+            {
+                let p = ipam::allocate_node_port(config, &used_ports)?;
+                used_ports.insert(p);
+                spec.health_check_node_port = Some(i32::from(p));
             }
         }
     }

@@ -1108,6 +1108,12 @@ fn carry_over(obj: &mut Object, old: &Object) {
                 spec.cluster_ip.clone_from(&old_spec.cluster_ip);
                 spec.cluster_ips.clone_from(&old_spec.cluster_ips);
             }
+            if spec.health_check_node_port.is_none_or(|p| p == 0)
+                && spec.type_.as_deref() == Some("LoadBalancer")
+                && spec.external_traffic_policy.as_deref() == Some("Local")
+            {
+                spec.health_check_node_port = old_spec.health_check_node_port;
+            }
             let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
             for port in spec.ports.iter_mut().flatten() {
                 if !node_ports || port.node_port.is_some_and(|p| p != 0) {

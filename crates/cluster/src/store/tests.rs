@@ -778,3 +778,60 @@ fn a_handle_that_wrote_reads_on_from_its_own_commit() {
     );
     assert_eq!(slice_addresses(&store, "web"), ["10.244.0.2"]);
 }
+
+#[test]
+fn a_load_balancer_with_local_traffic_gets_a_health_check_node_port_kept_on_reapply() {
+    let (_d, store) = store();
+    let lb = "apiVersion: v1\nkind: Service\nmetadata: {name: lb}\n\
+              spec: {type: LoadBalancer, externalTrafficPolicy: Local, selector: {app: web}, ports: [{port: 80}]}\n";
+    store.apply(&[manifest(lb)]).expect("apply");
+    let spec = service_of(&store, "default", "lb").spec.expect("spec");
+    let health = spec.health_check_node_port.expect("a healthCheckNodePort");
+    assert!((30000..=32767).contains(&health), "{health}");
+    let node_port = spec.ports.expect("ports")[0].node_port.expect("a nodePort");
+    assert_ne!(health, node_port);
+    let changes = store.apply(&[manifest(lb)]).expect("apply again");
+    assert_eq!(changes[0].action, Action::Unchanged);
+    assert_eq!(
+        service_of(&store, "default", "lb")
+            .spec
+            .expect("spec")
+            .health_check_node_port,
+        Some(health)
+    );
+}
+
+/// The fields `text` is refused for, in order.
+fn refused_fields(store: &Store, text: &str) -> Vec<String> {
+    match store.apply(&[manifest(text)]) {
+        Err(StoreError::Invalid(problems)) => problems.into_iter().map(|p| p.field).collect(),
+        other => panic!("accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn what_an_api_server_refuses_the_store_refuses_and_names_the_field() {
+    let (_d, store) = store();
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {name: bad-1, labels: {kubernetes.io/service-name: bad}}\n\
+                 addressType: IPv4\nports: [{port: 70000}]\n\
+                 endpoints: [{addresses: [10.244.9.3]}, {addresses: [10.244.9.300, fd00::1]}]\n";
+    assert_eq!(
+        refused_fields(&store, slice),
+        [
+            "endpoints[1].addresses[0]",
+            "endpoints[1].addresses[1]",
+            "ports[0].port"
+        ]
+    );
+    let dual = "apiVersion: v1\nkind: Service\nmetadata: {name: dual}\n\
+                spec: {ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{port: 80}]}\n";
+    assert_eq!(
+        refused_fields(&store, dual),
+        ["spec.ipFamilies[1]", "spec.ipFamilyPolicy"]
+    );
+    let health = "apiVersion: v1\nkind: Service\nmetadata: {name: np}\n\
+                  spec: {type: NodePort, healthCheckNodePort: 30100, ports: [{port: 80}]}\n";
+    assert_eq!(refused_fields(&store, health), ["spec.healthCheckNodePort"]);
+    assert_eq!(store.generation().expect("generation"), 0);
+}

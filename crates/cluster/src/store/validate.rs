@@ -4,7 +4,7 @@
 //! [`Invalid`] naming file, document and field.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::ServiceSpec;
@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::controlplane::{ClusterConfig, SYSTEM_NAMESPACES};
 use crate::manifest::{Document, Invalid};
-use crate::model::{Kind, Object, ObjectKey};
+use crate::model::{EndpointSlice, Kind, Object, ObjectKey};
 
 type Problems = Vec<(String, String)>;
 
@@ -177,14 +177,7 @@ pub(crate) fn check_object(obj: &Object, config: &ClusterConfig) -> Problems {
                 }
             }
         }
-        Object::EndpointSlice(slice)
-            if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6" | "FQDN") =>
-        {
-            out.push((
-                "addressType".to_owned(),
-                format!("{:?} is not one of IPv4, IPv6, FQDN", slice.address_type),
-            ));
-        }
+        Object::EndpointSlice(slice) => check_endpoint_slice(slice, &mut out),
         Object::Ingress(ing) => {
             for (i, rule) in ing
                 .spec
@@ -219,6 +212,45 @@ pub(crate) fn check_object(obj: &Object, config: &ClusterConfig) -> Problems {
         _ => {}
     }
     out
+}
+
+/// The address type is one Kubernetes knows, every address is of that
+/// type, and every port is in range.
+fn check_endpoint_slice(slice: &EndpointSlice, out: &mut Problems) {
+    let address_type = slice.address_type.as_str();
+    let parses: fn(&str) -> bool = match address_type {
+        "IPv4" => |a| a.parse::<Ipv4Addr>().is_ok(),
+        "IPv6" => |a| a.parse::<Ipv6Addr>().is_ok(),
+        "FQDN" => |a| dns_subdomain(a).is_ok(),
+        other => {
+            out.push((
+                "addressType".to_owned(),
+                format!("{other:?} is not one of IPv4, IPv6, FQDN"),
+            ));
+            return;
+        }
+    };
+    for (i, endpoint) in slice.endpoints.iter().enumerate() {
+        if endpoint.addresses.is_empty() {
+            out.push((
+                format!("endpoints[{i}].addresses"),
+                "at least one address is required".to_owned(),
+            ));
+        }
+        for (j, address) in endpoint.addresses.iter().enumerate() {
+            if !parses(address) {
+                out.push((
+                    format!("endpoints[{i}].addresses[{j}]"),
+                    format!("{address:?} is not an {address_type} address"),
+                ));
+            }
+        }
+    }
+    for (i, port) in slice.ports.iter().flatten().enumerate() {
+        if let Some(number) = port.port {
+            port_range(format!("ports[{i}].port"), number, out);
+        }
+    }
 }
 
 fn check_service(spec: Option<&ServiceSpec>, config: &ClusterConfig, out: &mut Problems) {
@@ -295,6 +327,46 @@ fn check_service(spec: Option<&ServiceSpec>, config: &ClusterConfig, out: &mut P
             }
         }
     }
+    if let Some(port) = spec.health_check_node_port.filter(|p| *p != 0) {
+        let local = spec.external_traffic_policy.as_deref() == Some("Local");
+        let range = config.node_ports.clone();
+        if kind != "LoadBalancer" || !local {
+            out.push((
+                "spec.healthCheckNodePort".to_owned(),
+                "may only be set when type is LoadBalancer and externalTrafficPolicy is Local"
+                    .to_owned(),
+            ));
+        } else if !u16::try_from(port).is_ok_and(|n| range.contains(&n)) {
+            out.push((
+                "spec.healthCheckNodePort".to_owned(),
+                format!(
+                    "{port} is outside the NodePort range {}-{}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+    }
+    // The store allocates from one IPv4 service range.
+    for (i, family) in spec.ip_families.iter().flatten().enumerate() {
+        if family != "IPv4" {
+            out.push((
+                format!("spec.ipFamilies[{i}]"),
+                format!("{family:?}: this cluster's service range is IPv4 only"),
+            ));
+        }
+    }
+    match spec.ip_family_policy.as_deref() {
+        None | Some("SingleStack" | "PreferDualStack") => {}
+        Some("RequireDualStack") => out.push((
+            "spec.ipFamilyPolicy".to_owned(),
+            "RequireDualStack: this cluster's service range is IPv4 only".to_owned(),
+        )),
+        Some(other) => out.push((
+            "spec.ipFamilyPolicy".to_owned(),
+            format!("{other:?} is not one of SingleStack, PreferDualStack, RequireDualStack"),
+        )),
+    }
     match spec.cluster_ip.as_deref().unwrap_or_default() {
         "" => {}
         "None" if node_port_type => out.push((
@@ -343,6 +415,7 @@ fn claims_of(obj: &Object) -> (Vec<IpAddr>, Vec<i32>) {
         .iter()
         .flatten()
         .filter_map(|p| p.node_port)
+        .chain(spec.health_check_node_port)
         .filter(|p| *p != 0);
     let mut ips: Vec<IpAddr> = ips.filter_map(|ip| ip.parse().ok()).collect();
     ips.dedup();
