@@ -55,8 +55,10 @@ struct LabName {
     /// Lab name (lowercase letters and digits): namespaces are weft-<name>-*.
     #[arg(long, default_value = "default")]
     name: String,
-    /// Root of the labs' state directories.
-    #[arg(long, default_value = weft_lab::layout::STATE_ROOT, hide = true)]
+    /// Root of the labs' state directories: a lab's files, logs and store
+    /// are in <STATE_ROOT>/<NAME> (its store, for `lab get` and friends, is
+    /// <STATE_ROOT>/<NAME>/store).
+    #[arg(long, value_name = "STATE_ROOT", default_value = weft_lab::layout::STATE_ROOT)]
     state_root: std::path::PathBuf,
 }
 
