@@ -205,19 +205,9 @@ impl Ingress {
         apply(&store, yaml);
         let cluster = Cluster::new();
         let watcher = store.watch(&cluster, WATCH_INTERVAL).unwrap();
-        let mut argv = vec![
-            "ingress",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--https-listen",
-            "127.0.0.1:0",
-            "--ops-listen",
-            "127.0.0.1:0",
-            "--publish-address",
-            "192.0.2.10",
-        ];
+        let mut argv = vec!["--publish-address", "192.0.2.10"];
         argv.extend_from_slice(extra);
-        let args = Cli::parse_from(argv).args;
+        let args = loopback_args(&argv);
         let controller = Controller::bind(&args, cluster, StatusWriter::Store(store.clone()))
             .await
             .unwrap();
@@ -242,6 +232,21 @@ impl Ingress {
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.served).await;
     }
+}
+
+/// Controller arguments listening on 127.0.0.1 (random ports), then `extra`.
+fn loopback_args(extra: &[&str]) -> IngressArgs {
+    let mut argv = vec![
+        "ingress",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--https-listen",
+        "127.0.0.1:0",
+        "--ops-listen",
+        "127.0.0.1:0",
+    ];
+    argv.extend_from_slice(extra);
+    Cli::parse_from(argv).args
 }
 
 fn apply(store: &Store, yaml: &str) {
@@ -1296,18 +1301,7 @@ fn two_controllers_publish_both_addresses_and_each_withdraws_its_own_on_shutdown
         // A second controller on the same store, publishing another address.
         let cluster = Cluster::new();
         let _watcher = store.watch(&cluster, WATCH_INTERVAL).unwrap();
-        let args = Cli::parse_from([
-            "ingress",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--https-listen",
-            "127.0.0.1:0",
-            "--ops-listen",
-            "127.0.0.1:0",
-            "--publish-address",
-            "192.0.2.11",
-        ])
-        .args;
+        let args = loopback_args(&["--publish-address", "192.0.2.11"]);
         let second = Controller::bind(&args, cluster, StatusWriter::Store(store.clone()))
             .await
             .unwrap();
