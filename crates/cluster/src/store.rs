@@ -528,9 +528,14 @@ impl Store {
         self.apply_documents(docs)
     }
 
-    fn apply_documents(&self, docs: Vec<Document>) -> Result<Vec<Change>, StoreError> {
+    fn apply_documents(&self, mut docs: Vec<Document>) -> Result<Vec<Change>, StoreError> {
         let _lock = self.lock(FlockArg::LockExclusive)?;
         let current = self.load_unlocked()?;
+        for doc in &mut docs {
+            if let Some(old) = current.get(&doc.object.key()) {
+                drop_type_dependent_fields(&mut doc.object, old);
+            }
+        }
         let invalid = validate::check_documents(&docs, &current, &self.config);
         if !invalid.is_empty() {
             return Err(StoreError::Invalid(invalid));
@@ -1082,6 +1087,43 @@ fn stamp_new(obj: &mut Object) {
 /// A port's protocol, `TCP` when not given.
 fn protocol(p: &Option<String>) -> &str {
     p.as_deref().unwrap_or("TCP")
+}
+
+/// Drops what the server allocated for a Service's old type or policy and
+/// its new one does not use, as kube-apiserver does on update: NodePorts
+/// of a Service that is no longer NodePort or LoadBalancer, the
+/// healthCheckNodePort of one that is no longer LoadBalancer with
+/// `externalTrafficPolicy: Local`. Only values equal to the allocated ones
+/// go (a manifest read back with `lab get -o yaml` carries them); a value
+/// the manifest chose itself is left for validation to refuse.
+fn drop_type_dependent_fields(obj: &mut Object, old: &Object) {
+    let (Object::Service(new), Object::Service(old)) = (obj, old) else {
+        return;
+    };
+    let (Some(spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) else {
+        return;
+    };
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if !matches!(kind, "NodePort" | "LoadBalancer") {
+        let allocated: Vec<i32> = old_spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.node_port)
+            .collect();
+        for port in spec.ports.iter_mut().flatten() {
+            if port.node_port.is_some_and(|p| allocated.contains(&p)) {
+                port.node_port = None;
+            }
+        }
+    }
+    let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    if (kind != "LoadBalancer" || !local)
+        && spec.health_check_node_port.is_some()
+        && spec.health_check_node_port == old_spec.health_check_node_port
+    {
+        spec.health_check_node_port = None;
+    }
 }
 
 /// Keeps what the server owns when an existing object is applied again:

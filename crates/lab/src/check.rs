@@ -150,13 +150,22 @@ fn resolve(ns: &NetNs, name: &str) -> Result<IpAddr, String> {
         .ok_or_else(|| format!("{name}: {:?}, no address", message.metadata.response_code))
 }
 
-/// The first TCP port of every Service with a selector, in store order.
+/// Namespaces of the lab's own components (the cluster DNS, the ingress
+/// controller): their Services have rows of their own.
+const COMPONENT_NAMESPACES: [&str; 2] = ["kube-system", "ingress-weft"];
+
+/// The first TCP port of every Service with a selector, in store order,
+/// the lab components' left out.
 fn selecting_services(store: &Store) -> Result<Vec<ServiceTarget>, LabError> {
     let mut found = Vec::new();
     for object in store.list(Kind::Service, None)? {
         let Object::Service(service) = object else {
             continue;
         };
+        let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
+        if COMPONENT_NAMESPACES.contains(&namespace) {
+            continue;
+        }
         let Some(spec) = &service.spec else { continue };
         let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) else {
             continue;
@@ -556,4 +565,31 @@ pub fn print(rows: &[Row], out: &mut dyn Write) -> bool {
         );
     }
     rows.iter().all(|row| row.result.is_ok() || row.skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lab_components_services_are_never_the_checked_service() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("store")).expect("store");
+        let app = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n\
+                   spec: {selector: {app: web}, ports: [{port: 80}]}\n";
+        let manifests =
+            [crate::ops::CLUSTER_DNS, crate::ops::INGRESS_CONTROLLER, app].map(|text| {
+                weft_cluster::manifest::Manifest {
+                    origin: "test.yaml".to_owned(),
+                    text: text.to_owned(),
+                }
+            });
+        store.apply(&manifests).expect("apply");
+        let services = selecting_services(&store).expect("services");
+        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web"]);
+        // No Service of the app has a NodePort: the ingress controller's
+        // does, but it is not the app's, so the NodePort rows are skipped.
+        assert!(pick_service(&services, &[], |s| s.node_port.is_some()).is_none());
+    }
 }

@@ -495,6 +495,12 @@ pub enum Expr {
         /// Destination register.
         dreg: Reg,
     },
+    /// `fib saddr type` into `dreg`, used to match traffic from this host's
+    /// own addresses (`fib saddr type local`).
+    FibSaddrType {
+        /// Destination register.
+        dreg: Reg,
+    },
 }
 
 pub mod addr_type {
@@ -802,6 +808,14 @@ pub mod matches {
     pub fn daddr_is_local(reg: Reg) -> Vec<Expr> {
         vec![
             Expr::FibDaddrType { dreg: reg },
+            Expr::cmp_eq(reg, addr_type::LOCAL.to_ne_bytes()),
+        ]
+    }
+
+    /// `fib saddr type local`: sent from one of this host's addresses.
+    pub fn saddr_is_local(reg: Reg) -> Vec<Expr> {
+        vec![
+            Expr::FibSaddrType { dreg: reg },
             Expr::cmp_eq(reg, addr_type::LOCAL.to_ne_bytes()),
         ]
     }

@@ -701,8 +701,57 @@ pub(crate) fn compile_port<'a>(
     } else {
         Verdict::Goto(REJECT_CHAIN.into())
     };
-    if !external.is_empty() {
+    // With the Local policy, pods and this node itself reaching an external
+    // frontend are not external clients: as kube-proxy does, they go to
+    // every endpoint of the cluster ("short-circuit"), local or not, even
+    // where this node has none; only the rest is held to local endpoints.
+    let cluster_wide = if port.external_local {
+        keep(port.usable_endpoints(None))
+    } else {
+        Vec::new()
+    };
+    let enters_ext = !external.is_empty() || !cluster_wide.is_empty();
+    if enters_ext {
         rs.chain(Chain::regular(&ext_chain));
+    }
+    if !cluster_wide.is_empty() {
+        // The service chain balances over the same endpoints (and
+        // masquerades sources outside the cluster CIDR); else a chain of
+        // their own.
+        let target = if internal == cluster_wide {
+            svc_chain.clone()
+        } else {
+            let chain = format!("svc-{id}-cluster");
+            rs.chain(Chain::regular(&chain));
+            balance(
+                rs,
+                fam,
+                &chain,
+                &format!("eps-{id}-cluster"),
+                &cluster_wide,
+                port.affinity_timeout,
+                &comment,
+            );
+            chain
+        };
+        for cidr in &config.cluster_cidrs {
+            if let Some(mut exprs) = fam.saddr_in(*cidr, Reg::R0) {
+                exprs.push(Expr::goto(target.clone()));
+                rs.rule(&ext_chain, exprs, Some("short-circuit pod traffic".into()));
+            }
+        }
+        let mut local = matches::saddr_is_local(Reg::R0);
+        local.push(Expr::jump(MARK_FOR_MASQUERADE));
+        rs.rule(&ext_chain, local, Some("masquerade local traffic".into()));
+        let mut local = matches::saddr_is_local(Reg::R0);
+        local.push(Expr::goto(target));
+        rs.rule(
+            &ext_chain,
+            local,
+            Some("short-circuit local traffic".into()),
+        );
+    }
+    if !external.is_empty() {
         if !port.external_local {
             rs.rule(
                 &ext_chain,
@@ -726,29 +775,36 @@ pub(crate) fn compile_port<'a>(
             );
         }
     }
-    let external_verdict = if external.is_empty() {
-        None
-    } else {
-        Some(Verdict::Goto(ext_chain.clone()))
-    };
+    // What the ext chain does not send on (no local endpoint: external
+    // clients) is dropped or rejected after DNAT by the no-endpoint maps.
     for ip in &external_ips {
         let key = [value(*ip), proto, service_port];
-        match &external_verdict {
-            Some(verdict) => rs.element(SERVICE_IPS, Element::verdict(key, verdict.clone())),
-            None => rs.element(
+        if enters_ext {
+            rs.element(
+                SERVICE_IPS,
+                Element::verdict(key.clone(), Verdict::Goto(ext_chain.clone())),
+            );
+        }
+        if external.is_empty() {
+            rs.element(
                 NO_ENDPOINT_SERVICES,
                 Element::verdict(key, no_external.clone()),
-            ),
+            );
         }
     }
     if let Some(node_port) = port.node_port {
         let key = [proto, Value::Port(node_port)];
-        match &external_verdict {
-            Some(verdict) => rs.element(SERVICE_NODEPORTS, Element::verdict(key, verdict.clone())),
-            None => rs.element(
+        if enters_ext {
+            rs.element(
+                SERVICE_NODEPORTS,
+                Element::verdict(key.clone(), Verdict::Goto(ext_chain.clone())),
+            );
+        }
+        if external.is_empty() {
+            rs.element(
                 NO_ENDPOINT_NODEPORTS,
                 Element::verdict(key, no_external.clone()),
-            ),
+            );
         }
     }
     firewall(

@@ -359,6 +359,34 @@ fn local_external_policy_keeps_the_client_address_and_uses_only_local_endpoints(
 }
 
 #[test]
+fn local_external_policy_lets_pods_and_the_node_through_where_it_has_no_local_endpoint() {
+    require_root!();
+    let lab = lab(1);
+    let mut syncer = new_syncer(&lab);
+    // The one endpoint is on another node, as far as this node knows.
+    let mut port = with_target(service(&[(0, "node-2")]), Protocol::Tcp, 80, 8081);
+    port.node_port = Some(30083);
+    port.external_local = true;
+    sync(&mut syncer, &[port]);
+    let node_port = format!("{NODE_IP}:30083");
+    // A pod is not an external client: it reaches the endpoint elsewhere,
+    // with its own address, as through kube-proxy.
+    assert_eq!(tcp(&lab.client, &node_port), "10.244.1.99");
+    // Nor is the node itself (masqueraded: its source is a local address).
+    let from_node = tcp(&lab.node, &node_port);
+    assert!(
+        from_node == "10.244.1.1" || from_node == NODE_IP,
+        "the node reached {from_node}"
+    );
+    // An external client is dropped: no endpoint here.
+    let external = tcp(&lab.external, &node_port);
+    assert!(
+        external.starts_with("error"),
+        "external client got {external}"
+    );
+}
+
+#[test]
 fn resyncing_from_scratch_keeps_established_connections_and_the_same_state_commits_nothing() {
     require_root!();
     let lab = lab(1);

@@ -835,3 +835,36 @@ fn what_an_api_server_refuses_the_store_refuses_and_names_the_field() {
     assert_eq!(refused_fields(&store, health), ["spec.healthCheckNodePort"]);
     assert_eq!(store.generation().expect("generation"), 0);
 }
+
+#[test]
+fn a_health_check_node_port_is_refused_when_taken_and_dropped_when_the_policy_no_longer_uses_it() {
+    let (_d, store) = store();
+    let np = "apiVersion: v1\nkind: Service\nmetadata: {name: np}\n\
+              spec: {type: NodePort, ports: [{port: 80, nodePort: 30100}]}\n";
+    store.apply(&[manifest(np)]).expect("apply");
+    let lb = |health: i32, policy: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: lb}}\n\
+             spec: {{type: LoadBalancer, externalTrafficPolicy: {policy}, healthCheckNodePort: {health}, \
+             ports: [{{port: 80, nodePort: 30200}}]}}\n"
+        )
+    };
+    assert_eq!(
+        refused_fields(&store, &lb(30100, "Local")),
+        ["spec.healthCheckNodePort"]
+    );
+    assert_eq!(
+        refused_fields(&store, &lb(30200, "Local")),
+        ["spec.healthCheckNodePort"]
+    );
+    store
+        .apply(&[manifest(&lb(30300, "Local"))])
+        .expect("a free port");
+    // Read back and re-applied with the policy changed: the port goes, as
+    // kube-apiserver drops it, instead of the apply being refused.
+    store
+        .apply(&[manifest(&lb(30300, "Cluster"))])
+        .expect("policy changed");
+    let spec = service_of(&store, "default", "lb").spec.expect("spec");
+    assert_eq!(spec.health_check_node_port, None);
+}

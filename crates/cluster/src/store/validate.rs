@@ -330,7 +330,12 @@ fn check_service(spec: Option<&ServiceSpec>, config: &ClusterConfig, out: &mut P
     if let Some(port) = spec.health_check_node_port.filter(|p| *p != 0) {
         let local = spec.external_traffic_policy.as_deref() == Some("Local");
         let range = config.node_ports.clone();
-        if kind != "LoadBalancer" || !local {
+        if ports.iter().any(|p| p.node_port == Some(port)) {
+            out.push((
+                "spec.healthCheckNodePort".to_owned(),
+                format!("{port} is also one of the Service's nodePorts"),
+            ));
+        } else if kind != "LoadBalancer" || !local {
             out.push((
                 "spec.healthCheckNodePort".to_owned(),
                 "may only be set when type is LoadBalancer and externalTrafficPolicy is Local"
@@ -499,15 +504,20 @@ pub(crate) fn check_documents(
                     }
                 }
             }
-            for (i, p) in spec.ports.iter().flatten().enumerate() {
-                let Some(np) = p.node_port.filter(|n| *n != 0) else {
-                    continue;
-                };
+            let node_ports = spec
+                .ports
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(i, p)| Some((format!("spec.ports[{i}].nodePort"), p.node_port?)));
+            let health = spec
+                .health_check_node_port
+                .map(|port| ("spec.healthCheckNodePort".to_owned(), port));
+            for (field, np) in node_ports.chain(health).filter(|(_, np)| *np != 0) {
                 match claims.ports.get(&np) {
-                    Some(holder) if *holder != key => problems.push((
-                        format!("spec.ports[{i}].nodePort"),
-                        format!("{np} is already allocated to {holder}"),
-                    )),
+                    Some(holder) if *holder != key => {
+                        problems.push((field, format!("{np} is already allocated to {holder}")))
+                    }
                     _ => {
                         claims.ports.insert(np, key.clone());
                     }

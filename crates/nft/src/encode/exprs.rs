@@ -27,7 +27,7 @@ pub(crate) fn expr_name(expr: &Expr) -> &'static str {
         Expr::Reject(_) => "reject",
         Expr::Counter => "counter",
         Expr::Dynset { .. } => "dynset",
-        Expr::FibDaddrType { .. } => "fib",
+        Expr::FibDaddrType { .. } | Expr::FibSaddrType { .. } => "fib",
     }
 }
 
@@ -221,6 +221,11 @@ pub(super) fn encode_expr(w: &mut Writer, family: Family, expr: &Expr) {
             w.attr_be32(sys::NFTA_FIB_DREG, dreg.wire());
             w.attr_be32(sys::NFTA_FIB_RESULT, sys::NFT_FIB_RESULT_ADDRTYPE);
             w.attr_be32(sys::NFTA_FIB_FLAGS, sys::NFTA_FIB_F_DADDR);
+        }
+        Expr::FibSaddrType { dreg } => {
+            w.attr_be32(sys::NFTA_FIB_DREG, dreg.wire());
+            w.attr_be32(sys::NFTA_FIB_RESULT, sys::NFT_FIB_RESULT_ADDRTYPE);
+            w.attr_be32(sys::NFTA_FIB_FLAGS, sys::NFTA_FIB_F_SADDR);
         }
     }
 }

@@ -529,6 +529,7 @@ fn every_modelled_expression_decodes_back_to_itself() {
                 timeout: None,
             },
             Expr::FibDaddrType { dreg: Reg::R0 },
+            Expr::FibSaddrType { dreg: Reg::R0 },
             Expr::goto("svc"),
             Expr::ret(),
         ],

@@ -215,13 +215,14 @@ pub(crate) fn decode_expr(elem: Attr<'_>, family: Family) -> Option<Expr> {
             }
         }
         "fib" => {
-            let daddr_type = f.be32(sys::NFTA_FIB_RESULT) == Some(sys::NFT_FIB_RESULT_ADDRTYPE)
-                && f.be32(sys::NFTA_FIB_FLAGS) == Some(sys::NFTA_FIB_F_DADDR);
-            if !daddr_type {
+            if f.be32(sys::NFTA_FIB_RESULT) != Some(sys::NFT_FIB_RESULT_ADDRTYPE) {
                 return None;
             }
-            Expr::FibDaddrType {
-                dreg: f.reg(sys::NFTA_FIB_DREG)?,
+            let dreg = f.reg(sys::NFTA_FIB_DREG)?;
+            match f.be32(sys::NFTA_FIB_FLAGS) {
+                Some(sys::NFTA_FIB_F_DADDR) => Expr::FibDaddrType { dreg },
+                Some(sys::NFTA_FIB_F_SADDR) => Expr::FibSaddrType { dreg },
+                _ => return None,
             }
         }
         _ => return None,

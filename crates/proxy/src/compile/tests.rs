@@ -286,15 +286,19 @@ fn local_external_policy_uses_only_local_endpoints_and_keeps_the_source() {
     port.external_local = true;
     let rs = compile(Family::Ip, &[port.clone()], &config());
     let rules = &rs.rules[EXT];
-    assert!(
-        !rules
-            .iter()
-            .any(|rule| rule.exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE))),
-        "Local policy must not masquerade"
-    );
+    // Only this node's own traffic is masqueraded, never an external client.
+    for rule in rules {
+        if rule.exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE)) {
+            assert!(
+                rule.exprs.contains(&Expr::FibSaddrType { dreg: Reg::R0 }),
+                "Local policy masquerades external clients: {rule:?}"
+            );
+        }
+    }
     assert_eq!(endpoints_of(&rs, EXT), [(addr("10.244.1.5"), 8080)]);
 
-    // On a node without local endpoints, external traffic is dropped.
+    // On a node without local endpoints, external traffic is dropped (after
+    // the ext chain let pods and the node itself through).
     let other = ProxyConfig {
         node_name: "node-3".into(),
         ..config()
@@ -309,6 +313,11 @@ fn local_external_policy_uses_only_local_endpoints_and_keeps_the_source() {
         Some(Verdict::Drop)
     );
     assert_eq!(
+        verdict_of(&rs, "service-nodeports", &[Value::TCP, Value::Port(30080)]),
+        Some(Verdict::Goto(EXT.into()))
+    );
+    assert!(endpoints_of(&rs, EXT).is_empty());
+    assert_eq!(
         verdict_of(
             &rs,
             "service-ips",
@@ -320,19 +329,50 @@ fn local_external_policy_uses_only_local_endpoints_and_keeps_the_source() {
 }
 
 #[test]
-fn local_external_policy_never_passes_through_the_masquerading_service_chain() {
+fn local_external_policy_never_passes_external_clients_through_the_masquerading_service_chain() {
     // All endpoints local: the external and internal endpoint sets are equal.
     let mut port = web(vec![ep("10.244.1.5", 8080, "node-1")]);
     port.node_port = Some(30080);
     port.external_local = true;
     let rs = compile(Family::Ip, &[port], &config());
-    for rule in &rs.rules[EXT] {
-        assert!(!rule.exprs.contains(&Expr::goto(SVC)), "{rule:?}");
-        assert!(
-            !rule.exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE)),
-            "{rule:?}"
-        );
+    let rules = &rs.rules[EXT];
+    // Pods (the cluster CIDR) and the node itself (fib saddr type local)
+    // short-circuit to the service chain, as kube-proxy does; every rule
+    // that goes there or masquerades names such a source.
+    let pods = matches::ip_saddr_in("10.244.0.0/16".parse().unwrap(), false, Reg::R0);
+    assert_eq!(rules[0].exprs, [pods, vec![Expr::goto(SVC)]].concat());
+    for rule in rules {
+        if rule.exprs.contains(&Expr::goto(SVC))
+            || rule.exprs.contains(&Expr::jump(MARK_FOR_MASQUERADE))
+        {
+            assert!(rule.exprs.len() > 1, "unconditional: {rule:?}");
+        }
     }
+    assert_eq!(endpoints_of(&rs, EXT), [(addr("10.244.1.5"), 8080)]);
+}
+
+#[test]
+fn local_external_policy_short_circuits_to_every_endpoint_when_internal_is_local_too() {
+    let mut port = web(vec![
+        ep("10.244.1.5", 8080, "node-1"),
+        ep("10.244.2.5", 8080, "node-2"),
+    ]);
+    port.node_port = Some(30080);
+    port.external_local = true;
+    port.internal_local = true;
+    let rs = compile(Family::Ip, &[port], &config());
+    let cluster = format!("{SVC}-cluster");
+    assert!(
+        rs.rules[EXT]
+            .iter()
+            .any(|rule| rule.exprs.contains(&Expr::goto(&cluster))),
+        "{:?}",
+        rs.rules[EXT]
+    );
+    assert_eq!(
+        endpoints_of(&rs, &cluster),
+        [(addr("10.244.1.5"), 8080), (addr("10.244.2.5"), 8080)]
+    );
 }
 
 #[test]
