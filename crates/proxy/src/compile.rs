@@ -782,7 +782,7 @@ pub(crate) fn compile_port<'a>(
         if enters_ext {
             rs.element(
                 SERVICE_IPS,
-                Element::verdict(key.clone(), Verdict::Goto(ext_chain.clone())),
+                Element::verdict(key, Verdict::Goto(ext_chain.clone())),
             );
         }
         if external.is_empty() {
@@ -797,7 +797,7 @@ pub(crate) fn compile_port<'a>(
         if enters_ext {
             rs.element(
                 SERVICE_NODEPORTS,
-                Element::verdict(key.clone(), Verdict::Goto(ext_chain.clone())),
+                Element::verdict(key, Verdict::Goto(ext_chain.clone())),
             );
         }
         if external.is_empty() {
