@@ -283,6 +283,8 @@ impl Plugin for Bridge {
             macspoofchk: keys.macspoofchk,
             args,
             conf,
+            made_veth: false,
+            made_bridge: false,
         };
         let links = set_up_links(&mut attached, &keys, &container);
         // The allocation is collected whatever happened to the links, so a
@@ -304,7 +306,7 @@ impl Plugin for Bridge {
         match outcome {
             Ok(result) => Ok(result),
             Err(err) => {
-                attached.undo();
+                attached.undo(&keys.bridge);
                 Err(err)
             }
         }
@@ -459,26 +461,53 @@ struct Attached<'a> {
     args: &'a CmdArgs,
     /// The configuration.
     conf: &'a NetConf,
+    /// Whether this ADD made the veth pair: a repeated ADD that fails must
+    /// leave the attachment that is there, and its rules, alone.
+    made_veth: bool,
+    /// Whether this ADD made the bridge: removed on failure once no port
+    /// is left on it.
+    made_bridge: bool,
 }
 
 impl Attached<'_> {
     /// Best-effort teardown after a failed ADD: the ADD's error is what the
     /// runtime needs to see, and it will call DEL anyway.
-    fn undo(&mut self) {
-        let _ = self.node.delete_link(self.host_name);
-        if self.ip_masq {
-            let _ = nat_rules::remove_attachment(&masq::TABLES, &owner(self.args, self.conf));
-        }
-        if self.macspoofchk {
-            let _ = nat_rules::remove_attachment(&spoofchk::TABLES, &owner(self.args, self.conf));
+    fn undo(&mut self, bridge: &str) {
+        if self.made_veth {
+            let _ = self.node.delete_link(self.host_name);
+            if self.ip_masq {
+                let _ = nat_rules::remove_attachment(&masq::TABLES, &owner(self.args, self.conf));
+            }
+            if self.macspoofchk {
+                let _ =
+                    nat_rules::remove_attachment(&spoofchk::TABLES, &owner(self.args, self.conf));
+            }
         }
         if let Some(ipam) = &self.ipam {
             let _ = delegate::run(ipam, Command::Del, self.args, &self.conf.bytes);
         }
+        if self.made_bridge {
+            // Another ADD may have put a port on it meanwhile: then it stays.
+            let Ok(Some(link)) = self.node.link(bridge) else {
+                return;
+            };
+            let unused = self
+                .node
+                .links()
+                .is_ok_and(|links| !links.iter().any(|port| port.master == Some(link.index)));
+            if unused {
+                let _ = self.node.delete_link(bridge);
+            }
+        }
     }
 }
 
-fn ensure_bridge(node: &mut Netlink, keys: &BridgeConf) -> Result<weft_linux::Link, CniError> {
+/// The bridge, made when missing; whether this call made it.
+fn ensure_bridge(
+    node: &mut Netlink,
+    keys: &BridgeConf,
+) -> Result<(weft_linux::Link, bool), CniError> {
+    let mut made = false;
     let bridge = match node
         .link(&keys.bridge)
         .map_err(|err| linux_error("reading the bridge", &err))?
@@ -495,7 +524,10 @@ fn ensure_bridge(node: &mut Netlink, keys: &BridgeConf) -> Result<weft_linux::Li
             ));
         }
         None => match node.ensure_bridge(&keys.bridge, keys.mtu) {
-            Ok(link) => link,
+            Ok(link) => {
+                made = true;
+                link
+            }
             // A concurrent ADD may have created it between our look and our create.
             Err(err) => node
                 .link(&keys.bridge)
@@ -520,7 +552,7 @@ fn ensure_bridge(node: &mut Netlink, keys: &BridgeConf) -> Result<weft_linux::Li
     }
     node.set_up(&keys.bridge)
         .map_err(|err| linux_error("bringing the bridge up", &err))?;
-    Ok(bridge)
+    Ok((bridge, made))
 }
 
 /// The node side of an attachment: bridge, veth pair, port settings and
@@ -533,7 +565,14 @@ fn set_up_links(
     let args = state.args;
     let host_name = state.host_name;
     let node = &mut *state.node;
-    let bridge = ensure_bridge(node, keys)?.name;
+    let (bridge, made_bridge) = ensure_bridge(node, keys)?;
+    let bridge = bridge.name;
+    state.made_bridge = made_bridge;
+    let existed = node
+        .link(host_name)
+        .map_err(|err| linux_error("reading the node-side veth", &err))?
+        .is_some();
+    state.made_veth = !existed;
     node.ensure_veth(&VethSpec {
         name: host_name.to_owned(),
         peer_name: args.ifname.clone(),

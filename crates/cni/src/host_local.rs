@@ -23,7 +23,7 @@ use nix::unistd::AccessFlags;
 use self::allocator::{AllocError, allocate};
 use self::config::IpamConfig;
 use self::store::Store;
-use crate::{CmdArgs, CniError, CniResult, Dns, ErrorCode, NetConf, Plugin};
+use crate::{CmdArgs, CniError, CniResult, Dns, ErrorCode, IpConfig, NetConf, Plugin};
 
 /// The host-local plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,13 +64,13 @@ impl Plugin for HostLocal {
             match allocate(&store, set, index, &args.container_id, &args.ifname, wanted) {
                 Ok(ip) => ips.push(ip),
                 Err(err) => {
-                    let _ = store.release(&args.container_id, &args.ifname);
+                    release_these(&store, &ips);
                     return Err(alloc_error(index, &err));
                 }
             }
         }
         if !requested.is_empty() {
-            let _ = store.release(&args.container_id, &args.ifname);
+            release_these(&store, &ips);
             let list: Vec<String> = requested.iter().map(IpAddr::to_string).collect();
             return Err(CniError::new(
                 ErrorCode::InvalidNetworkConfig,
@@ -209,6 +209,14 @@ fn open_store(ipam: &IpamConfig, conf: &NetConf) -> Result<Store, CniError> {
 
 fn io_error(what: &str, err: &io::Error) -> CniError {
     CniError::new(ErrorCode::Io, format!("host-local: {what}")).with_details(err.to_string())
+}
+
+/// Frees what a failed ADD reserved, and only that: addresses the
+/// attachment held before (a repeated ADD refused as a duplicate) stay.
+fn release_these(store: &Store, ips: &[IpConfig]) {
+    for ip in ips {
+        let _ = store.remove(ip.address.addr());
+    }
 }
 
 fn alloc_error(index: usize, err: &AllocError) -> CniError {

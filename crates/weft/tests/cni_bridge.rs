@@ -280,6 +280,14 @@ fn bad_input_gets_the_spec_error_code_and_creates_nothing() {
         (1, 1)
     );
 
+    // The IPAM plugin refuses its part: the bridge made for it goes too.
+    let mut bad_subnet = conf.clone();
+    bad_subnet["ipam"]["subnet"] = json!("10.95.0.0/33");
+    assert_eq!(
+        code_of(node.weft("bridge", &node.call("ADD", &container, "c1"), &bad_subnet)),
+        (1, 7)
+    );
+
     assert_eq!(node.links(), before, "a refused ADD changed the node");
     assert!(container.netlink().link("eth0").unwrap().is_none());
     assert!(node.allocations("podnet").is_empty());
@@ -567,5 +575,37 @@ fn check_fails_when_one_of_a_dual_stack_attachments_masquerade_rules_is_gone() {
     assert!(
         msg.contains("masquerade") && msg.contains("1 of the attachment's 2"),
         "{msg}"
+    );
+}
+
+#[test]
+fn a_repeated_add_that_fails_leaves_the_working_attachment_alone() {
+    if !root() {
+        return;
+    }
+    let node = Node::new();
+    let container = TestNs::new();
+    let conf = node.bridge_conf("10.94.0.0/24");
+    node.weft("bridge", &node.call("ADD", &container, "c1"), &conf)
+        .ok();
+    let links = node.links();
+    // The same attachment again: host-local refuses a second address.
+    let again = node.weft("bridge", &node.call("ADD", &container, "c1"), &conf);
+    assert_eq!(again.code, 1, "{}", again.json);
+    // And again with a config its IPAM plugin refuses.
+    let mut bad_subnet = conf.clone();
+    bad_subnet["ipam"]["subnet"] = json!("10.94.0.0/33");
+    let bad = node.weft("bridge", &node.call("ADD", &container, "c1"), &bad_subnet);
+    assert_eq!(bad.code, 1, "{}", bad.json);
+
+    assert_eq!(node.links(), links, "a failed repeat ADD changed the node");
+    assert!(
+        container.netlink().link("eth0").unwrap().is_some(),
+        "a failed repeat ADD took the container's interface"
+    );
+    assert_eq!(node.allocations("podnet"), ["10.94.0.2"]);
+    assert!(
+        container.ping(ip("10.94.0.1")),
+        "the attachment stopped working"
     );
 }

@@ -191,6 +191,27 @@ fn status_is_error_50_when_the_data_directory_cannot_be_made() {
 }
 
 #[test]
+fn a_repeated_add_is_refused_and_keeps_the_address_the_attachment_holds() {
+    let data = tempfile::tempdir().unwrap();
+    let conf = conf(data.path(), json!({"subnet": "10.1.2.0/24"}));
+    let (code, _) = call("ADD", "c1", "eth0", &conf);
+    assert_eq!(code, 0);
+    let (code, out) = call("ADD", "c1", "eth0", &conf);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate allocation"),
+        "{out}"
+    );
+    assert_eq!(allocation_files(data.path()), ["10.1.2.2"]);
+    // The next container does not get it.
+    let (_, out) = call("ADD", "c2", "eth0", &conf);
+    assert_eq!(out["ips"][0]["address"], "10.1.2.3/24");
+}
+
+#[test]
 fn requested_ip_from_cni_args_is_allocated() {
     let data = tempfile::tempdir().unwrap();
     let conf = conf(data.path(), json!({"subnet": "10.1.2.0/24"}));
