@@ -111,7 +111,7 @@ pub enum StoreError {
     Alloc(#[from] AllocError),
     /// [`Store::open_existing`] found no directory.
     #[error(
-        "no store at {} (is the lab up? `weft lab up`; another lab's store is /var/lib/weft/lab/NAME/store, named with --store or WEFT_STORE)",
+        "no store at {} (is the lab up? `weft lab up`; a lab's store is STATE_ROOT/NAME/store, by default /var/lib/weft/lab/NAME/store, named with --store or WEFT_STORE)",
         .0.display()
     )]
     Missing(PathBuf),

@@ -113,9 +113,10 @@ impl Plugin for HostLocal {
     fn status(&self, args: &CmdArgs, conf: &NetConf) -> Result<(), CniError> {
         let ipam = IpamConfig::load(conf, args)?;
         let dir = ipam.data_dir.join(&conf.name);
+        // A dangling symbolic link counts as there (ADD could not make it).
         let writable_dir = dir
             .ancestors()
-            .find(|candidate| candidate.exists())
+            .find(|candidate| candidate.symlink_metadata().is_ok())
             .unwrap_or(Path::new("/"));
         if !writable_dir.is_dir() {
             return Err(CniError::new(

@@ -183,17 +183,22 @@ pub fn mismatch(
         }
     }
     let extra = installed.len();
-    Ok((missing > 0 || extra > 0).then(|| {
-        let mut problem = format!(
+    Ok(match (missing, extra) {
+        (0, 0) => None,
+        (0, extra) => Some(format!(
+            "{extra} rule(s) carry the attachment's comment that ADD would not install"
+        )),
+        (missing, 0) => Some(format!(
             "{} of the attachment's {} rules present",
             expected.len() - missing,
             expected.len()
-        );
-        if extra > 0 {
-            problem.push_str(&format!(", and {extra} it should not have"));
-        }
-        problem
-    }))
+        )),
+        (missing, extra) => Some(format!(
+            "{} of the attachment's {} rules present, and {extra} it should not have",
+            expected.len() - missing,
+            expected.len()
+        )),
+    })
 }
 
 /// Removes the network's rules whose attachment is not in `valid`.

@@ -362,8 +362,14 @@ impl Handler {
                 // from the cluster zone or the hosts file when the target
                 // is there (another ExternalName is followed in turn), else
                 // upstream.
+                let mut followed = vec![query.name.clone()];
                 for _ in 0..MAX_CNAME_CHAIN {
                     let target = chase.take()?;
+                    // A loop of ExternalNames ends where it closes.
+                    if followed.contains(&target) {
+                        return None;
+                    }
+                    followed.push(target.clone());
                     let mut q = query.clone();
                     q.name = target;
                     let mut local = index.answer(&q);

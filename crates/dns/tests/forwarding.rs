@@ -234,6 +234,8 @@ fn external_name_targets_in_the_zone_or_the_hosts_file_are_resolved_locally() {
         index.upsert(external_name("inside", "web.shop.svc.cluster.local"))
             | index.upsert(external_name("hosted", "external"))
             | index.upsert(external_name("twice", "inside.default.svc.cluster.local"))
+            | index.upsert(external_name("loop1", "loop2.default.svc.cluster.local"))
+            | index.upsert(external_name("loop2", "loop1.default.svc.cluster.local"))
     });
     let cfg = Config {
         hosts_file: Some(hosts),
@@ -257,4 +259,7 @@ fn external_name_targets_in_the_zone_or_the_hosts_file_are_resolved_locally() {
             "{name}: {out}"
         );
     }
+    // A loop ends where it closes: each CNAME once.
+    let out = dig(&server.port(), &["loop1.default.svc.cluster.local", "A"]);
+    assert_eq!(out.matches("\tCNAME\t").count(), 2, "{out}");
 }

@@ -382,10 +382,12 @@ impl Controller {
             "stopped accepting; draining open connections"
         );
         let _ = stop_all.send(true);
+        // Load balancers and clients stop being pointed here before the
+        // drain, which may take up to --drain-timeout.
+        self.follower.withdraw(STATUS_WITHDRAW_TIMEOUT).await;
         for finish in finished {
             let _ = finish.await;
         }
-        self.follower.withdraw(STATUS_WITHDRAW_TIMEOUT).await;
         ops_task.abort();
         Ok(())
     }

@@ -9,8 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::networking::v1::{
@@ -174,20 +173,66 @@ struct Publisher {
     table: Arc<ArcSwap<RouteTable>>,
     status: StatusWriter,
     own: Vec<IngressLoadBalancerIngress>,
-    /// Set on shutdown: rebuilds after it publish nothing.
-    withdrawn: Arc<AtomicBool>,
+    /// Held while writes are issued, so none starts after the withdrawal.
+    state: Arc<Mutex<Publishing>>,
+}
+
+/// Whether the controller still publishes, and its API writes in flight.
+#[derive(Debug, Default)]
+struct Publishing {
+    withdrawn: bool,
+    in_flight: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Publisher {
-    /// Adds the controller's addresses to (`publishing`) or takes them out
-    /// of every served Ingress whose status needs it.
-    fn update(&self, publishing: bool) -> Vec<tokio::task::JoinHandle<()>> {
-        if !publishing {
-            self.withdrawn.store(true, Ordering::SeqCst);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Publishing> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds the controller's addresses to every served Ingress that lacks
+    /// them, unless it withdrew.
+    fn publish(&self) {
+        let mut state = self.lock();
+        if state.withdrawn {
+            return;
         }
-        if self.own.is_empty() || (publishing && self.withdrawn.load(Ordering::SeqCst)) {
+        let writes = self.writes(true);
+        state.in_flight.retain(|write| !write.is_finished());
+        state.in_flight.extend(writes);
+    }
+
+    /// Stops publishing, waits for writes in flight, then takes the
+    /// controller's addresses out again; API writes are waited for up to
+    /// `timeout` in all.
+    async fn withdraw(&self, timeout: std::time::Duration) {
+        let earlier = {
+            let mut state = self.lock();
+            state.withdrawn = true;
+            std::mem::take(&mut state.in_flight)
+        };
+        let all = async {
+            for write in earlier {
+                let _ = write.await;
+            }
+            for write in self.writes(false) {
+                let _ = write.await;
+            }
+        };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("withdrawing the Ingress status timed out");
+        }
+    }
+
+    /// Writes to every served Ingress whose status needs it; the store
+    /// merges under its own lock, so a withdrawal there does not trust the
+    /// (possibly older) cluster view and writes every served Ingress.
+    fn writes(&self, publishing: bool) -> Vec<tokio::task::JoinHandle<()>> {
+        if self.own.is_empty() {
             return Vec::new();
         }
+        let every = !publishing && matches!(self.status, StatusWriter::Store(_));
         let table = self.table.load();
         let due: Vec<(IngressName, Vec<IngressLoadBalancerIngress>)> = {
             let index = self.cluster.read();
@@ -196,7 +241,7 @@ impl Publisher {
                 .iter()
                 .filter_map(|name| {
                     let ingress = index.ingress(&name.namespace, &name.name)?;
-                    needs_update(ingress, &self.own, publishing)
+                    (every || needs_update(ingress, &self.own, publishing))
                         .then(|| (name.clone(), current_entries(ingress)))
                 })
                 .collect()
@@ -234,7 +279,7 @@ impl Follower {
             table: parts.table.clone(),
             status: parts.status.clone(),
             own: status_entries(&parts.publish),
-            withdrawn: Arc::default(),
+            state: Arc::default(),
         };
         let rebuilding = publisher.clone();
         let mut reported: BTreeSet<String> = BTreeSet::new();
@@ -256,8 +301,7 @@ impl Follower {
             parts.table.store(Arc::new(table));
             if cluster.is_synced() {
                 parts.metrics.set_ready();
-                // API writes finish on their own; nothing waits for them.
-                drop(rebuilding.update(true));
+                rebuilding.publish();
             }
         };
         rebuild();
@@ -271,15 +315,7 @@ impl Follower {
     /// it serves (on shutdown, as ingress-nginx does), waiting up to
     /// `timeout` for writes to the API.
     pub async fn withdraw(&self, timeout: std::time::Duration) {
-        let writes = self.publisher.update(false);
-        let all = async {
-            for write in writes {
-                let _ = write.await;
-            }
-        };
-        if tokio::time::timeout(timeout, all).await.is_err() {
-            tracing::warn!("withdrawing the Ingress status timed out");
-        }
+        self.publisher.withdraw(timeout).await;
     }
 }
 

@@ -328,11 +328,17 @@ impl Kubelet {
                 ),
             )
         };
-        let current = cluster.read().node(&self.node).and_then(|node| {
-            let conditions = node.status.as_ref()?.conditions.as_ref()?;
-            let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
-            Some(ready.status.clone())
-        });
+        let current = {
+            let index = cluster.read();
+            // A Node deleted from the store gets no status written.
+            let Some(node) = index.node(&self.node) else {
+                return;
+            };
+            let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conditions
+                .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"))
+                .map(|ready| ready.status.clone())
+        };
         if current.as_deref() == Some(status) {
             return;
         }
