@@ -119,6 +119,9 @@ pub enum CliError {
     NotFound(Vec<ObjectKey>),
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
+    /// The manifests held no object (empty, only `---` or comments).
+    #[error("no objects passed to {0}")]
+    NoObjects(&'static str),
 }
 
 fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
@@ -135,6 +138,9 @@ pub fn apply(
 ) -> Result<(), CliError> {
     let manifests = manifest::read_manifests(&args.files, stdin)?;
     let changes = store.apply(&manifests)?;
+    if changes.is_empty() {
+        return Err(CliError::NoObjects("apply"));
+    }
     let mut text = String::new();
     for change in changes {
         let verb = match change.action {
@@ -162,6 +168,9 @@ pub fn delete(
 ) -> Result<(), CliError> {
     let manifests = manifest::read_manifests(&args.files, stdin)?;
     let changes = store.delete_manifests(&manifests)?;
+    if changes.is_empty() {
+        return Err(CliError::NoObjects("delete"));
+    }
     let mut text = String::new();
     let mut missing = Vec::new();
     for change in changes {

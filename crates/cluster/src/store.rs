@@ -109,6 +109,10 @@ pub enum StoreError {
     /// The control plane ran out of addresses or ports; nothing was written.
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// The request is one an API server refuses whatever the objects hold
+    /// (deleting `default`); nothing was written.
+    #[error("{0}")]
+    Forbidden(String),
     /// [`Store::open_existing`] found no directory.
     #[error(
         "no store at {} (is the lab up? `weft lab up`; a lab's store is STATE_ROOT/NAME/store, by default /var/lib/weft/lab/NAME/store, named with --store or WEFT_STORE)",
@@ -571,6 +575,17 @@ impl Store {
     /// Deletes objects (a Namespace takes its objects with it); keys that do
     /// not exist come back as [`Action::NotFound`].
     pub fn delete(&self, keys: &[ObjectKey]) -> Result<Vec<Change>, StoreError> {
+        // Kubernetes' own namespaces are never deleted (API servers forbid
+        // it); nothing of the batch is.
+        if let Some(key) = keys.iter().find(|key| {
+            key.kind == Kind::Namespace
+                && controlplane::SYSTEM_NAMESPACES.contains(&key.name.as_str())
+        }) {
+            return Err(StoreError::Forbidden(format!(
+                "namespaces {:?} is forbidden: this namespace may not be deleted",
+                key.name
+            )));
+        }
         let _lock = self.lock(FlockArg::LockExclusive)?;
         let current = self.load_unlocked()?;
         let mut next = current.clone();

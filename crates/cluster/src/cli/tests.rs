@@ -285,3 +285,39 @@ fn delete_prints_what_it_deleted_and_fails_on_missing_objects() {
         ""
     );
 }
+
+#[test]
+fn apply_and_delete_of_no_objects_fail_like_kubectl() {
+    let lab = lab();
+    for input in ["", "---\n", "# only a comment\n"] {
+        let err = run(&lab, &["apply", "-f", "-"], input).expect_err("nothing to apply");
+        assert_eq!(err.to_string(), "no objects passed to apply", "{input:?}");
+        let err = run(&lab, &["delete", "-f", "-"], input).expect_err("nothing to delete");
+        assert_eq!(err.to_string(), "no objects passed to delete", "{input:?}");
+    }
+}
+
+#[test]
+fn one_object_twice_in_one_apply_is_refused() {
+    let lab = lab();
+    let twice = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+                 apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
+    let err = run(&lab, &["apply", "-f", "-"], twice).expect_err("twice");
+    assert_eq!(
+        err.to_string(),
+        "-: document 2 (Namespace shop): metadata.name: Namespace shop is also document 1 of -"
+    );
+}
+
+#[test]
+fn kubernetes_own_namespaces_are_never_deleted() {
+    let lab = lab();
+    apply_app(&lab);
+    let default = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n";
+    let err = run(&lab, &["delete", "-f", "-"], default).expect_err("forbidden");
+    assert_eq!(
+        err.to_string(),
+        "namespaces \"default\" is forbidden: this namespace may not be deleted"
+    );
+    assert!(run(&lab, &["get", "svc"], "").expect("get").contains("web"));
+}

@@ -868,3 +868,33 @@ fn a_health_check_node_port_is_refused_when_taken_and_dropped_when_the_policy_no
     let spec = service_of(&store, "default", "lb").spec.expect("spec");
     assert_eq!(spec.health_check_node_port, None);
 }
+
+#[test]
+fn ingresses_and_services_an_api_server_refuses_are_refused_with_their_fields() {
+    let (_d, store) = store();
+    let no_ports = "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec: {selector: {app: x}}\n";
+    assert_eq!(refused_fields(&store, no_ports), ["spec.ports"]);
+    let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\n\
+                   spec:\n  ingressClassName: Bad Class\n  tls: [{hosts: [\"foo.*.example\"], secretName: Not_Valid}]\n  rules:\n\
+                   \x20 - host: \"foo.*.example\"\n    http:\n      paths:\n\
+                   \x20     - {path: foo, pathType: Prefix, backend: {service: {name: Bad_Svc, port: {number: 70000}}}}\n\
+                   \x20     - {path: /a, pathType: Exact, backend: {service: {name: web, port: {number: 80, name: http}}}}\n\
+                   \x20     - {path: /b, pathType: Exact, backend: {}}\n";
+    assert_eq!(
+        refused_fields(&store, ingress),
+        [
+            "spec.ingressClassName",
+            "spec.tls[0].secretName",
+            "spec.tls[0].hosts[0]",
+            "spec.rules[0].host",
+            "spec.rules[0].http.paths[0].path",
+            "spec.rules[0].http.paths[0].backend.service.name",
+            "spec.rules[0].http.paths[0].backend.service.port.number",
+            "spec.rules[0].http.paths[1].backend.service.port",
+            "spec.rules[0].http.paths[2].backend",
+        ]
+    );
+    let nothing = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: nothing}\nspec: {}\n";
+    assert_eq!(refused_fields(&store, nothing), ["spec"]);
+    assert_eq!(store.generation().expect("generation"), 0);
+}

@@ -12,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::controlplane::{ClusterConfig, SYSTEM_NAMESPACES};
 use crate::manifest::{Document, Invalid};
-use crate::model::{EndpointSlice, Kind, Object, ObjectKey};
+use crate::model::{EndpointSlice, Ingress, Kind, Object, ObjectKey};
+use k8s_openapi::api::networking::v1::IngressBackend;
 
 type Problems = Vec<(String, String)>;
 
@@ -178,40 +179,132 @@ pub(crate) fn check_object(obj: &Object, config: &ClusterConfig) -> Problems {
             }
         }
         Object::EndpointSlice(slice) => check_endpoint_slice(slice, &mut out),
-        Object::Ingress(ing) => {
-            for (i, rule) in ing
-                .spec
-                .iter()
-                .flat_map(|s| s.rules.iter().flatten())
-                .enumerate()
-            {
-                if let Some(host) = rule.host.as_deref() {
-                    if host.parse::<IpAddr>().is_ok() {
-                        out.push((
-                            format!("spec.rules[{i}].host"),
-                            format!("{host:?} is an IP address, not a host name"),
-                        ));
-                    }
-                }
-                for (j, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
-                    if !matches!(
-                        path.path_type.as_str(),
-                        "Exact" | "Prefix" | "ImplementationSpecific"
-                    ) {
-                        out.push((
-                            format!("spec.rules[{i}].http.paths[{j}].pathType"),
-                            format!(
-                                "{:?} is not one of Exact, Prefix, ImplementationSpecific",
-                                path.path_type
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
+        Object::Ingress(ing) => check_ingress(ing, &mut out),
         _ => {}
     }
     out
+}
+
+/// An Ingress as networking.k8s.io/v1 validation has it: rules or a
+/// default backend, host names (a wildcard only as the whole first
+/// label), absolute paths of known types, and each backend a Service by
+/// name with a port number or name (or a resource, not both).
+fn check_ingress(ing: &Ingress, out: &mut Problems) {
+    let Some(spec) = ing.spec.as_ref() else {
+        out.push((
+            "spec".to_owned(),
+            "either defaultBackend or rules is required".to_owned(),
+        ));
+        return;
+    };
+    if spec.default_backend.is_none() && spec.rules.as_ref().is_none_or(Vec::is_empty) {
+        out.push((
+            "spec".to_owned(),
+            "either defaultBackend or rules is required".to_owned(),
+        ));
+    }
+    if let Some(class) = spec.ingress_class_name.as_deref() {
+        if let Err(e) = dns_subdomain(class) {
+            out.push(("spec.ingressClassName".to_owned(), e));
+        }
+    }
+    if let Some(backend) = &spec.default_backend {
+        check_backend("spec.defaultBackend", backend, out);
+    }
+    for (i, tls) in spec.tls.iter().flatten().enumerate() {
+        if let Some(secret) = tls.secret_name.as_deref() {
+            if let Err(e) = dns_subdomain(secret) {
+                out.push((format!("spec.tls[{i}].secretName"), e));
+            }
+        }
+        for (j, host) in tls.hosts.iter().flatten().enumerate() {
+            if let Err(e) = ingress_host(host) {
+                out.push((format!("spec.tls[{i}].hosts[{j}]"), e));
+            }
+        }
+    }
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        if let Some(host) = rule.host.as_deref() {
+            if let Err(e) = ingress_host(host) {
+                out.push((format!("spec.rules[{i}].host"), e));
+            }
+        }
+        for (j, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+            let field = |f: &str| format!("spec.rules[{i}].http.paths[{j}].{f}");
+            let path_type = path.path_type.as_str();
+            if !matches!(path_type, "Exact" | "Prefix" | "ImplementationSpecific") {
+                out.push((
+                    field("pathType"),
+                    format!("{path_type:?} is not one of Exact, Prefix, ImplementationSpecific"),
+                ));
+            }
+            let text = path.path.as_deref().unwrap_or_default();
+            if path_type != "ImplementationSpecific" && !text.starts_with('/') {
+                out.push((
+                    field("path"),
+                    format!("{text:?} is not an absolute path (it must start with /)"),
+                ));
+            }
+            check_backend(&field("backend"), &path.backend, out);
+        }
+    }
+}
+
+/// A host of an Ingress rule or TLS entry.
+fn ingress_host(host: &str) -> Result<(), String> {
+    if host.parse::<IpAddr>().is_ok() {
+        return Err(format!("{host:?} is an IP address, not a host name"));
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.contains('*') {
+        return Err(format!(
+            "{host:?}: a wildcard may only be the whole first label (*.example.com)"
+        ));
+    }
+    dns_subdomain(name)
+}
+
+fn check_backend(field: &str, backend: &IngressBackend, out: &mut Problems) {
+    match (&backend.service, &backend.resource) {
+        (Some(_), Some(_)) => out.push((
+            field.to_owned(),
+            "service and resource are mutually exclusive".to_owned(),
+        )),
+        (None, None) => out.push((
+            field.to_owned(),
+            "a service or a resource is required".to_owned(),
+        )),
+        (None, Some(_)) => {}
+        (Some(service), None) => {
+            if let Err(e) = dns1035_label(&service.name) {
+                out.push((format!("{field}.service.name"), e));
+            }
+            let port = service.port.as_ref();
+            match (
+                port.and_then(|p| p.number),
+                port.and_then(|p| p.name.as_deref()),
+            ) {
+                (Some(_), Some(_)) => out.push((
+                    format!("{field}.service.port"),
+                    "number and name are mutually exclusive".to_owned(),
+                )),
+                (None, None) => out.push((
+                    format!("{field}.service.port"),
+                    "a port number or name is required".to_owned(),
+                )),
+                (Some(number), None) => {
+                    port_range(format!("{field}.service.port.number"), number, out);
+                }
+                (None, Some(name)) if !port_name(name) => out.push((
+                    format!("{field}.service.port.name"),
+                    format!(
+                        "{name:?} is not a port name (at most 15 lowercase letters, digits or '-')"
+                    ),
+                )),
+                (None, Some(_)) => {}
+            }
+        }
+    }
 }
 
 /// The address type is one Kubernetes knows, every address is of that
@@ -279,6 +372,13 @@ fn check_service(spec: Option<&ServiceSpec>, config: &ClusterConfig, out: &mut P
     }
     let node_port_type = matches!(kind, "NodePort" | "LoadBalancer");
     let ports = spec.ports.as_deref().unwrap_or_default();
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    if ports.is_empty() && kind != "ExternalName" && !headless {
+        out.push((
+            "spec.ports".to_owned(),
+            "at least one port is required".to_owned(),
+        ));
+    }
     let mut names = BTreeSet::new();
     for (i, p) in ports.iter().enumerate() {
         let field = |f: &str| format!("spec.ports[{i}].{f}");
@@ -461,9 +561,17 @@ pub(crate) fn check_documents(
     }
 
     let mut out = Vec::new();
+    let mut seen: BTreeMap<ObjectKey, (&str, usize)> = BTreeMap::new();
     for doc in docs {
         let key = doc.object.key();
         let mut problems = check_object(&doc.object, config);
+        // One object twice in one apply: which one counts would be a guess.
+        if let Some((file, index)) = seen.insert(key.clone(), (&doc.file, doc.index)) {
+            problems.push((
+                "metadata.name".to_owned(),
+                format!("{key} is also document {index} of {file}"),
+            ));
+        }
         if key.kind.namespaced() && !namespaces.contains(&key.namespace) {
             problems.push((
                 "metadata.namespace".to_owned(),
