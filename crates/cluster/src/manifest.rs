@@ -170,9 +170,10 @@ pub fn parse(manifest: &Manifest) -> (Vec<Document>, Vec<Invalid>) {
                         index,
                         object,
                     }),
-                    Err((field, reason)) => {
-                        errors.push(invalid(&format!("items[{j}].{field}"), reason))
-                    }
+                    Err((key, field, reason)) => errors.push(Invalid {
+                        object: key,
+                        ..invalid(&format!("items[{j}].{field}"), reason)
+                    }),
                 }
             }
             continue;
@@ -183,14 +184,21 @@ pub fn parse(manifest: &Manifest) -> (Vec<Document>, Vec<Invalid>) {
                 index,
                 object,
             }),
-            Err((field, reason)) => errors.push(invalid(&field, reason)),
+            Err((key, field, reason)) => errors.push(Invalid {
+                object: key,
+                ..invalid(&field, reason)
+            }),
         }
     }
     (docs, errors)
 }
 
-fn object_from_value(mut value: serde_json::Value) -> Result<Object, (String, String)> {
-    let err = |field: &str, reason: &str| (field.to_owned(), reason.to_owned());
+/// A document's field that is wrong and why, with the object when its kind
+/// and name could be read.
+type DocError = (Option<ObjectKey>, String, String);
+
+fn object_from_value(mut value: serde_json::Value) -> Result<Object, DocError> {
+    let err = |field: &str, reason: &str| (None, field.to_owned(), reason.to_owned());
     let Some(map) = value.as_object_mut() else {
         return Err(err("(document)", "is not a mapping"));
     };
@@ -213,6 +221,7 @@ fn object_from_value(mut value: serde_json::Value) -> Result<Object, (String, St
     let Some(kind) = Kind::from_type_meta(&api_version, &kind_name) else {
         if let Some(k) = Kind::ALL.into_iter().find(|k| k.name() == kind_name) {
             return Err((
+                None,
                 "apiVersion".to_owned(),
                 format!(
                     "{kind_name} is served as {}, not {api_version}",
@@ -222,6 +231,7 @@ fn object_from_value(mut value: serde_json::Value) -> Result<Object, (String, St
         }
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
         return Err((
+            None,
             "kind".to_owned(),
             format!(
                 "unknown kind {kind_name:?} ({api_version}); weft knows {}",
@@ -253,10 +263,58 @@ fn object_from_value(mut value: serde_json::Value) -> Result<Object, (String, St
     } else {
         meta.remove("namespace");
     }
-    Object::from_json(kind, value).map_err(|e| {
+    let name = meta
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let namespace = meta
+        .get("namespace")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let key = ObjectKey::new(kind, &namespace, &name);
+    let object = Object::from_json(kind, value.clone()).map_err(|e| {
         let path = e.path().to_string();
-        (path, e.into_inner().to_string())
-    })
+        (Some(key.clone()), path, e.into_inner().to_string())
+    })?;
+    // Strict, as `kubectl apply` is by default: a field the kind does not
+    // have (a typo such as `tragetPort`) is an error, not dropped.
+    if let Some(field) = unknown_field(&value, &object.to_json(), "") {
+        return Err((Some(key), field, "unknown field".to_owned()));
+    }
+    Ok(object)
+}
+
+/// The first field of `input` (a document as written) that is not in
+/// `decoded` (the same document read into its kind and written back), as a
+/// dotted path; null values count as absent, as a decoder takes them.
+fn unknown_field(
+    input: &serde_json::Value,
+    decoded: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (input, decoded) {
+        (Value::Object(written), Value::Object(read)) => written.iter().find_map(|(key, value)| {
+            let field = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            match read.get(key) {
+                None if !value.is_null() => Some(field),
+                None => None,
+                Some(read) => unknown_field(value, read, &field),
+            }
+        }),
+        (Value::Array(written), Value::Array(read)) if written.len() == read.len() => written
+            .iter()
+            .zip(read)
+            .enumerate()
+            .find_map(|(i, (value, read))| unknown_field(value, read, &format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

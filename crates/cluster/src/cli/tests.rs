@@ -321,3 +321,22 @@ fn kubernetes_own_namespaces_are_never_deleted() {
     );
     assert!(run(&lab, &["get", "svc"], "").expect("get").contains("web"));
 }
+
+#[test]
+fn a_field_the_kind_does_not_have_is_refused_by_name() {
+    let lab = lab();
+    let typo = "apiVersion: v1\nkind: Service\nmetadata: {name: typo}\n\
+                spec: {ports: [{port: 80, tragetPort: 8080}]}\n";
+    let err = run(&lab, &["apply", "-f", "-"], typo).expect_err("unknown field");
+    assert_eq!(
+        err.to_string(),
+        "-: document 1 (Service default/typo): spec.ports[0].tragetPort: unknown field"
+    );
+    let no_spec = "apiVersion: v1\nkind: Service\nmetadata: {name: bare}\n";
+    let err = run(&lab, &["apply", "-f", "-"], no_spec).expect_err("no ports");
+    assert!(err.to_string().contains("spec.ports: at least one port"), "{err}");
+    // Explicit nulls are what a decoder takes as absent.
+    let nulls = "apiVersion: v1\nkind: Service\nmetadata: {name: ok, labels: null}\n\
+                 spec: {ports: [{port: 80}], selector: null}\n";
+    run(&lab, &["apply", "-f", "-"], nulls).expect("nulls are fine");
+}

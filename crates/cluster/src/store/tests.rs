@@ -872,7 +872,8 @@ fn a_health_check_node_port_is_refused_when_taken_and_dropped_when_the_policy_no
 #[test]
 fn ingresses_and_services_an_api_server_refuses_are_refused_with_their_fields() {
     let (_d, store) = store();
-    let no_ports = "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec: {selector: {app: x}}\n";
+    let no_ports =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec: {selector: {app: x}}\n";
     assert_eq!(refused_fields(&store, no_ports), ["spec.ports"]);
     let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\n\
                    spec:\n  ingressClassName: Bad Class\n  tls: [{hosts: [\"foo.*.example\"], secretName: Not_Valid}]\n  rules:\n\
@@ -894,7 +895,8 @@ fn ingresses_and_services_an_api_server_refuses_are_refused_with_their_fields() 
             "spec.rules[0].http.paths[2].backend",
         ]
     );
-    let nothing = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: nothing}\nspec: {}\n";
+    let nothing =
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: nothing}\nspec: {}\n";
     assert_eq!(refused_fields(&store, nothing), ["spec"]);
     assert_eq!(store.generation().expect("generation"), 0);
 }

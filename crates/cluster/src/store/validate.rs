@@ -347,7 +347,8 @@ fn check_endpoint_slice(slice: &EndpointSlice, out: &mut Problems) {
 }
 
 fn check_service(spec: Option<&ServiceSpec>, config: &ClusterConfig, out: &mut Problems) {
-    let Some(spec) = spec else { return };
+    let empty = ServiceSpec::default();
+    let spec = spec.unwrap_or(&empty);
     labels(
         "spec.selector",
         spec.selector.as_ref(),
