@@ -101,10 +101,7 @@ impl Server {
     pub async fn bind(config: &Config) -> Result<Server, DnsError> {
         let (udp, tcp, ops, bound) = server::bind(config.listen, config.ops_listen)
             .await
-            .map_err(|source| DnsError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+            .map_err(|(addr, source)| DnsError::Bind { addr, source })?;
         let hosts = match &config.hosts_file {
             None => None,
             Some(path) => {

@@ -577,11 +577,23 @@ pub struct Bound {
 }
 
 /// Binds UDP and TCP on `listen` (the same port for both when `listen`
-/// has port 0) and the ops port; returns the sockets ready to serve.
+/// has port 0) and the ops port; returns the sockets ready to serve, or
+/// the address that could not be bound and why.
 pub async fn bind(
     listen: SocketAddr,
     ops: SocketAddr,
-) -> std::io::Result<(UdpSocket, TcpListener, TcpListener, Bound)> {
+) -> Result<(UdpSocket, TcpListener, TcpListener, Bound), (SocketAddr, std::io::Error)> {
+    let (udp, tcp, dns) = bind_dns(listen).await.map_err(|err| (listen, err))?;
+    let ops_listener = TcpListener::bind(ops).await.map_err(|err| (ops, err))?;
+    let bound = Bound {
+        dns,
+        ops: ops_listener.local_addr().map_err(|err| (ops, err))?,
+    };
+    Ok((udp, tcp, ops_listener, bound))
+}
+
+/// UDP and TCP on one address.
+async fn bind_dns(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener, SocketAddr)> {
     // With port 0 the kernel picks the UDP port; TCP must get the same one,
     // which another TCP socket may hold: pick again a few times.
     let attempts = if listen.port() == 0 { 20 } else { 1 };
@@ -598,12 +610,7 @@ pub async fn bind(
             Err(err) => return Err(err),
         }
     };
-    let ops = TcpListener::bind(ops).await?;
-    let bound = Bound {
-        dns,
-        ops: ops.local_addr()?,
-    };
-    Ok((udp, tcp, ops, bound))
+    Ok((udp, tcp, dns))
 }
 
 /// Serves DNS over UDP and TCP and the ops endpoints, and probes the

@@ -263,3 +263,21 @@ fn external_name_targets_in_the_zone_or_the_hosts_file_are_resolved_locally() {
     let out = dig(&server.port(), &["loop1.default.svc.cluster.local", "A"]);
     assert_eq!(out.matches("\tCNAME\t").count(), 2, "{out}");
 }
+
+#[test]
+fn a_port_that_cannot_be_bound_is_named_in_the_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ops = taken.local_addr().unwrap();
+    let cfg = Config {
+        ops_listen: ops,
+        ..config()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = runtime
+        .block_on(Server::bind(&cfg))
+        .expect_err("the ops port is taken");
+    assert_eq!(err.to_string(), format!("cannot listen on {ops}"));
+}

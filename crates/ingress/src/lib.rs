@@ -65,6 +65,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// A count that must be 1 or more (0 would refuse everything, or mean
+/// nothing clear).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// `weft ingress`: serve the cluster's Ingresses from the lab's embedded
 /// store, or from the Kubernetes API when no store is given.
 #[derive(Clone, Debug, clap::Args)]
@@ -117,24 +127,24 @@ pub struct IngressArgs {
     #[arg(long, default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,
     /// Most request headers; more is answered 431.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = at_least_one, default_value_t = 100)]
     pub max_headers: usize,
     /// Open client connections at most.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, value_parser = at_least_one, default_value_t = 10_000)]
     pub max_connections: usize,
     /// New connections per second accepted from one client address (0: no
     /// limit); bursts of twice the rate pass.
     #[arg(long, default_value_t = 0)]
     pub connection_rate: u32,
     /// Endpoints tried per request before answering 502/504.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = at_least_one, default_value_t = 3)]
     pub max_attempts: usize,
     /// Port in the Location of HTTP→HTTPS redirects (443 leaves it out).
     #[arg(long, default_value_t = 443)]
     pub https_redirect_port: u16,
     /// Worker threads, each a single-threaded event loop with its own
     /// listeners (`SO_REUSEPORT`) and upstream pool; default: one per CPU.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub workers: Option<usize>,
     /// How long SIGTERM waits for in-flight requests before exiting.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -156,6 +166,14 @@ pub enum IngressError {
     },
     #[error("cannot set up TLS")]
     Tls(#[from] rustls::Error),
+    /// Two listeners given one address: with `SO_REUSEPORT` both would
+    /// bind it and share its connections.
+    #[error("--{first} and --{second} are both {addr}: each needs its own address")]
+    SameAddress {
+        first: &'static str,
+        second: &'static str,
+        addr: SocketAddr,
+    },
     #[error("cannot start the runtime or a thread")]
     Runtime(#[source] std::io::Error),
 }
@@ -227,6 +245,24 @@ impl Controller {
         cluster: Cluster,
         status: StatusWriter,
     ) -> Result<Controller, IngressError> {
+        let listeners = [
+            ("http-listen", args.http_listen),
+            ("https-listen", args.https_listen),
+            ("ops-listen", args.ops_listen),
+        ];
+        for (i, (first, addr)) in listeners.iter().enumerate() {
+            // Port 0 asks for any free port: never the same one twice.
+            if let Some((second, _)) = listeners[i + 1..]
+                .iter()
+                .find(|(_, other)| addr.port() != 0 && other == addr)
+            {
+                return Err(IngressError::SameAddress {
+                    first,
+                    second,
+                    addr: *addr,
+                });
+            }
+        }
         let reuseport = |addr: SocketAddr| {
             server::reuseport_listener(addr).map_err(|source| IngressError::Bind { addr, source })
         };
@@ -438,6 +474,57 @@ pub async fn serve_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: IngressArgs,
+    }
+
+    #[test]
+    fn counts_of_zero_are_refused() {
+        use clap::Parser;
+        for flag in [
+            "--workers",
+            "--max-connections",
+            "--max-headers",
+            "--max-attempts",
+        ] {
+            assert!(
+                Cli::try_parse_from(["ingress", flag, "0"]).is_err(),
+                "{flag} 0"
+            );
+            assert!(
+                Cli::try_parse_from(["ingress", flag, "2"]).is_ok(),
+                "{flag} 2"
+            );
+        }
+    }
+
+    #[test]
+    fn two_listeners_on_one_address_are_refused_before_binding() {
+        use clap::Parser;
+        let args = Cli::parse_from([
+            "ingress",
+            "--http-listen",
+            "127.0.0.1:7080",
+            "--https-listen",
+            "127.0.0.1:7080",
+        ])
+        .args;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let result = runtime.block_on(Controller::bind(&args, Cluster::new(), StatusWriter::Off));
+        let Err(err) = result else {
+            panic!("bound both listeners to one address");
+        };
+        assert_eq!(
+            err.to_string(),
+            "--http-listen and --https-listen are both 127.0.0.1:7080: each needs its own address"
+        );
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -334,7 +334,10 @@ fn a_field_the_kind_does_not_have_is_refused_by_name() {
     );
     let no_spec = "apiVersion: v1\nkind: Service\nmetadata: {name: bare}\n";
     let err = run(&lab, &["apply", "-f", "-"], no_spec).expect_err("no ports");
-    assert!(err.to_string().contains("spec.ports: at least one port"), "{err}");
+    assert!(
+        err.to_string().contains("spec.ports: at least one port"),
+        "{err}"
+    );
     // Explicit nulls are what a decoder takes as absent.
     let nulls = "apiVersion: v1\nkind: Service\nmetadata: {name: ok, labels: null}\n\
                  spec: {ports: [{port: 80}], selector: null}\n";
