@@ -1,7 +1,8 @@
 //! The plugins' view of the Linux layer: opening the container's namespace
 //! from `CNI_NETNS` and turning [`weft_linux::Error`]s into CNI errors with
-//! the right code (a vanished namespace is "container unknown", code 3;
-//! everything else is an I/O failure, code 5), keeping the cause in
+//! the right code (a vanished namespace is "container unknown", code 3; a
+//! `CNI_NETNS` that is not a network namespace, or is the plugin's own, is
+//! code 4; everything else is an I/O failure, code 5), keeping the cause in
 //! `details`.
 
 use std::path::Path;
@@ -28,6 +29,30 @@ pub fn container_namespace(path: &Path) -> Result<NetNs, CniError> {
         return Err(CniError::new(
             ErrorCode::UnknownContainer,
             format!("network namespace {} does not exist", path.display()),
+        ));
+    }
+    // Joining it on a scratch thread is the safe probe: anything but a
+    // network namespace (a plain file, another kind of namespace) is refused.
+    if let Err(err) = ns.run(|| ()) {
+        return Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!("CNI_NETNS {} is not a network namespace", path.display()),
+        )
+        .with_details(error_chain(&err)));
+    }
+    let identity = |file: &Path| {
+        nix::sys::stat::stat(file)
+            .ok()
+            .map(|stat| (stat.st_dev, stat.st_ino))
+    };
+    let own = identity(Path::new("/proc/thread-self/ns/net"));
+    if own.is_some() && identity(path) == own {
+        return Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!(
+                "CNI_NETNS {} is the network namespace the plugin runs in (the node's), not a container's",
+                path.display()
+            ),
         ));
     }
     Ok(ns)

@@ -273,6 +273,17 @@ fn bad_input_gets_the_spec_error_code_and_creates_nothing() {
         .netns("/run/netns/weft-t-does-not-exist");
     assert_eq!(code_of(node.weft("bridge", &missing, &conf)), (1, 3));
 
+    // Not a network namespace, or the node's own: refused before anything.
+    let not_netns = tempfile::NamedTempFile::new().unwrap();
+    let plain_file = node
+        .call("ADD", &container, "c1")
+        .netns(not_netns.path().to_str().unwrap());
+    assert_eq!(code_of(node.weft("bridge", &plain_file, &conf)), (1, 4));
+    let own = node
+        .call("ADD", &container, "c1")
+        .netns(&netns_path(&node.ns));
+    assert_eq!(code_of(node.weft("bridge", &own, &conf)), (1, 4));
+
     let mut future = conf.clone();
     future["cniVersion"] = json!("2.0.0");
     assert_eq!(
