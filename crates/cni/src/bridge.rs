@@ -198,6 +198,10 @@ impl BridgeConf {
         if keys.mtu == Some(0) {
             keys.mtu = None;
         }
+        // Ethernet's smallest IPv4 MTU to a veth's largest.
+        if let Some(mtu) = keys.mtu.filter(|mtu| !(68..=65535).contains(mtu)) {
+            return Err(invalid(format!("mtu {mtu} is outside 68-65535")));
+        }
         if keys.gso_max_size == Some(0) {
             keys.gso_max_size = None;
         }

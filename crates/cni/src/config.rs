@@ -116,8 +116,15 @@ impl NetConf {
     /// The `cniVersion` of a decoded configuration (code 1 when absent or
     /// unsupported).
     pub fn version_of(raw: &Value) -> Result<Version, CniError> {
-        match raw.get("cniVersion").and_then(Value::as_str) {
-            Some(text) => text.parse(),
+        match raw.get("cniVersion") {
+            Some(Value::String(text)) => text.parse(),
+            Some(other) => Err(CniError::new(
+                ErrorCode::IncompatibleVersion,
+                "incompatible CNI versions",
+            )
+            .with_details(format!(
+                "cniVersion must be a string such as \"1.1.0\", not {other}"
+            ))),
             None => Err(
                 CniError::new(ErrorCode::IncompatibleVersion, "incompatible CNI versions")
                     .with_details(

@@ -200,14 +200,15 @@ pub struct CniArgs {
 }
 
 impl CniArgs {
-    /// Parses `CNI_ARGS`; a pair without `=` is error code 4.
+    /// Parses `CNI_ARGS`; a pair without `=` or without a key is error
+    /// code 4.
     pub fn parse(raw: &str) -> Result<CniArgs, CniError> {
         let mut pairs = Vec::new();
         for item in raw.split(';').filter(|item| !item.is_empty()) {
-            let Some((key, value)) = item.split_once('=') else {
+            let Some((key, value)) = item.split_once('=').filter(|(key, _)| !key.is_empty()) else {
                 return Err(CniError::new(
                     ErrorCode::InvalidEnvironment,
-                    format!("CNI_ARGS: invalid pair {item:?}"),
+                    format!("CNI_ARGS: invalid pair {item:?} (KEY=VALUE expected)"),
                 ));
             };
             pairs.push((key.to_owned(), value.to_owned()));

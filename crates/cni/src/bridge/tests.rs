@@ -32,6 +32,8 @@ fn hairpin_with_promiscuous_mode_or_a_bad_vlan_is_error_7() {
         json!({"vlan": 5000}),
         json!({"bridge": "a-bridge-name-too-long"}),
         json!({"mtu": "big"}),
+        json!({"mtu": 100_000}),
+        json!({"mtu": 20}),
     ] {
         assert_eq!(
             load(extra.clone()).unwrap_err().code,

@@ -57,6 +57,9 @@ fn unsupported_or_missing_version_is_error_1() {
             ErrorCode::IncompatibleVersion
         );
     }
+    let number = parse(json!({"cniVersion": 1.0, "name": "n"})).unwrap_err();
+    assert_eq!(number.code, ErrorCode::IncompatibleVersion);
+    assert!(number.details.contains("must be a string"), "{number:?}");
 }
 
 #[test]

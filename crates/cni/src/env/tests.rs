@@ -110,7 +110,10 @@ fn unknown_cni_args_are_refused_unless_ignore_unknown_is_set() {
 }
 
 #[test]
-fn cni_args_pair_without_equals_is_error_4() {
-    let err = CniArgs::parse("IgnoreUnknown=1;oops").unwrap_err();
-    assert_eq!(err.code, ErrorCode::InvalidEnvironment);
+fn cni_args_pair_without_equals_or_key_is_error_4() {
+    for raw in ["IgnoreUnknown=1;oops", "=x"] {
+        let err = CniArgs::parse(raw).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidEnvironment, "{raw}");
+        assert!(err.msg.contains("KEY=VALUE"), "{}", err.msg);
+    }
 }
