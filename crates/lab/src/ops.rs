@@ -117,7 +117,13 @@ fn ensure_process(
     Ok(true)
 }
 
-fn read_manifests(files: &[PathBuf]) -> Result<Vec<Manifest>, LabError> {
+/// The manifests `lab up` applies: the files given; none given, the sample
+/// app for a new lab and nothing for an existing one (its state stays as
+/// it is, whatever it was built with).
+fn read_manifests(files: &[PathBuf], existing: bool) -> Result<Vec<Manifest>, LabError> {
+    if files.is_empty() && existing {
+        return Ok(Vec::new());
+    }
     if files.is_empty() {
         return Ok(vec![Manifest {
             origin: "(sample app)".to_owned(),
@@ -129,8 +135,9 @@ fn read_manifests(files: &[PathBuf]) -> Result<Vec<Manifest>, LabError> {
 }
 
 /// Builds (or repairs) the lab: LAN, external host, nodes, CNI plugins,
-/// Node objects, agents and kubelets, then applies `manifests` (the sample
-/// app when empty) and waits for the Pods to be Ready. `nodes` and `mode`
+/// Node objects, agents and kubelets, then applies `manifests` (when
+/// empty: the sample app for a new lab, nothing for an existing one) and
+/// waits for the Pods to be Ready. `nodes` and `mode`
 /// not given are the existing lab's, or the defaults for a new one.
 pub fn up(
     layout: &Layout,
@@ -162,14 +169,14 @@ pub fn up(
         nodes,
         mode: mode.clone(),
     };
-    if let Some(existing) = existing.filter(|existing| *existing != wanted) {
+    if let Some(existing) = existing.as_ref().filter(|existing| **existing != wanted) {
         return Err(LabError::Invalid(format!(
             "lab {} exists with {} node(s) in {} mode; run `weft lab down --name {}` first",
             layout.name, existing.nodes, existing.mode, layout.name
         )));
     }
     // Manifests are read (and validated below) before anything is built.
-    let manifests = read_manifests(manifests)?;
+    let manifests = read_manifests(manifests, existing.is_some())?;
     let started = Instant::now();
     let total = 7;
     std::fs::create_dir_all(&layout.dir)

@@ -251,6 +251,13 @@ fn lab_scenario(mode: &str) {
         pods.contains("weft serve (image agnhost not run)"),
         "second up lost what the kubelet wrote:\n{pods}"
     );
+    // Without -f on a lab that exists: a repair, not the sample app.
+    let bare = lab.ok(&["lab", "up"]);
+    assert!(
+        !bare.contains("Created") && !bare.contains("Configured"),
+        "a bare up on an existing lab changed something:\n{bare}"
+    );
+    assert!(!lab.ok(&["lab", "get", "pods"]).contains("web-0"));
 
     // A pod goes: its namespace goes.
     let pod_ns = format!("weft-{}-pod-default-a", lab.name);
