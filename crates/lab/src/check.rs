@@ -108,6 +108,9 @@ struct ServiceTarget {
     name: String,
     namespace: String,
     selector: BTreeMap<String, String>,
+    /// `sessionAffinity: ClientIP`: a client sticks to one endpoint, so a
+    /// pod may never reach itself through it (no hairpin row from it).
+    affinity: bool,
     cluster_ip: IpAddr,
     port: u16,
     node_port: Option<u16>,
@@ -186,6 +189,7 @@ fn selecting_services(store: &Store) -> Result<Vec<ServiceTarget>, LabError> {
             name: service.metadata.name.clone().unwrap_or_default(),
             namespace: service.metadata.namespace.clone().unwrap_or_default(),
             selector,
+            affinity: spec.session_affinity.as_deref() == Some("ClientIP"),
             cluster_ip: ip,
             port: number,
             node_port: port.node_port.and_then(|p| u16::try_from(p).ok()),
@@ -293,7 +297,9 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
     }
 
     let services = selecting_services(&store)?;
-    match (pick_service(&services, &pods, |_| true), pods.first()) {
+    let service = pick_service(&services, &pods, |s| !s.affinity)
+        .or_else(|| pick_service(&services, &pods, |_| true));
+    match (service, pods.first()) {
         (Some(service), Some(client)) => {
             let name = &service.name;
             let target = SocketAddr::new(service.cluster_ip, service.port);
@@ -322,6 +328,13 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
                 },
             ));
             match pods.iter().find(|pod| pod.backs(service)) {
+                Some(_) if service.affinity => rows.push(Row {
+                    skipped: true,
+                    ..missing(
+                        "pod -> own Service (hairpin)",
+                        &format!("Service {name} has session affinity"),
+                    )
+                }),
                 Some(backend) => rows.push(timed(
                     "pod -> own Service (hairpin)",
                     backend.name.clone(),
