@@ -202,16 +202,8 @@ fn object_from_value(mut value: serde_json::Value) -> Result<Object, DocError> {
     let Some(map) = value.as_object_mut() else {
         return Err(err("(document)", "is not a mapping"));
     };
-    let kind_name = map
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let api_version = map
-        .get("apiVersion")
-        .and_then(|k| k.as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let kind_name = text_of(map, "kind");
+    let api_version = text_of(map, "apiVersion");
     if kind_name.is_empty() {
         return Err(err("kind", "is required"));
     }
@@ -263,17 +255,7 @@ fn object_from_value(mut value: serde_json::Value) -> Result<Object, DocError> {
     } else {
         meta.remove("namespace");
     }
-    let name = meta
-        .get("name")
-        .and_then(|n| n.as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let namespace = meta
-        .get("namespace")
-        .and_then(|n| n.as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let key = ObjectKey::new(kind, &namespace, &name);
+    let key = ObjectKey::new(kind, &text_of(meta, "namespace"), &text_of(meta, "name"));
     let object = Object::from_json(kind, value.clone()).map_err(|e| {
         let path = e.path().to_string();
         (Some(key.clone()), path, e.into_inner().to_string())
@@ -284,6 +266,14 @@ fn object_from_value(mut value: serde_json::Value) -> Result<Object, DocError> {
         return Err((Some(key), field, "unknown field".to_owned()));
     }
     Ok(object)
+}
+
+/// The string at `key` of a mapping; empty when absent or not a string.
+fn text_of(map: &serde_json::Map<String, serde_json::Value>, key: &str) -> String {
+    map.get(key)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The first field of `input` (a document as written) that is not in
