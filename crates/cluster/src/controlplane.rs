@@ -54,6 +54,10 @@ impl Default for ClusterConfig {
 pub const SYSTEM_NAMESPACES: [&str; 4] =
     ["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Namespaces an API server never deletes (its NamespaceLifecycle
+/// admission).
+pub const UNDELETABLE_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
 /// Brings the whole object set to what an API server and its controllers
 /// would hold: system namespaces exist, Namespaces are `Active`, new Pods are
 /// `Pending`, Services are defaulted and have their ClusterIP and NodePorts,
@@ -145,6 +149,12 @@ fn allocate_services(
         }
         spec.internal_traffic_policy
             .get_or_insert_with(|| "Cluster".to_owned());
+        // `clusterIP` follows `clusterIPs[0]` when only the list is given.
+        if spec.cluster_ip.as_deref().is_none_or(str::is_empty) {
+            if let Some(first) = spec.cluster_ips.as_ref().and_then(|ips| ips.first()) {
+                spec.cluster_ip = Some(first.clone());
+            }
+        }
         let ip = match spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty()) {
             Some(ip) => ip.to_owned(),
             None => {

@@ -579,7 +579,7 @@ impl Store {
         // it); nothing of the batch is.
         if let Some(key) = keys.iter().find(|key| {
             key.kind == Kind::Namespace
-                && controlplane::SYSTEM_NAMESPACES.contains(&key.name.as_str())
+                && controlplane::UNDELETABLE_NAMESPACES.contains(&key.name.as_str())
         }) {
             return Err(StoreError::Forbidden(format!(
                 "namespaces {:?} is forbidden: this namespace may not be deleted",
@@ -676,7 +676,29 @@ impl Store {
                 })
             })
             .collect();
-        let invalid = validate::check_documents(&docs, &current, &self.config);
+        let mut invalid = validate::check_documents(&docs, &current, &self.config);
+        if !invalid.is_empty() {
+            // As an API server on update: what the stored object already had
+            // wrong (stored before a check existed) does not block an edit,
+            // such as a status write; only what the edit made wrong does.
+            let before: Vec<Document> = docs
+                .iter()
+                .filter_map(|doc| {
+                    Some(Document {
+                        object: current.get(&doc.object.key())?.clone(),
+                        ..doc.clone()
+                    })
+                })
+                .collect();
+            let known = validate::check_documents(&before, &current, &self.config);
+            invalid.retain(|problem| {
+                !known.iter().any(|old| {
+                    old.object == problem.object
+                        && old.field == problem.field
+                        && old.reason == problem.reason
+                })
+            });
+        }
         if !invalid.is_empty() {
             return Err(StoreError::Invalid(invalid));
         }

@@ -268,16 +268,35 @@ impl Plugin for Bridge {
     }
 
     /// The IPAM plugin runs while the links are set up: the same steps with
-    /// the same outcome as one after the other, in less wall time.
+    /// the same outcome as one after the other, in less wall time (except
+    /// on a node without the bridge yet, below).
     fn add(&self, args: &CmdArgs, conf: &NetConf) -> Result<CniResult, CniError> {
         let keys = BridgeConf::load(conf)?;
         let container = container_namespace(args.require_netns()?)?;
         let mut node = node_netlink()?;
         let ipam = conf.ipam_type();
         // Fails before anything is created when the IPAM plugin is missing.
-        let pending = ipam
+        let mut pending = ipam
             .map(|ipam| delegate::start(ipam, Command::Add, args, &conf.bytes))
             .transpose()?;
+        // A bridge is made only for an ADD its IPAM plugin accepts: the
+        // node's first ADD waits for the allocation before making it, so a
+        // refusal leaves nothing behind (removing the bridge afterwards
+        // could pull it from under another ADD that just found it).
+        let bridge_missing = node
+            .link(&keys.bridge)
+            .map_err(|err| linux_error("reading the bridge", &err))?
+            .is_none();
+        let allocated_first = if bridge_missing {
+            Some(
+                pending
+                    .take()
+                    .map(delegate::Running::wait_result)
+                    .transpose()?,
+            )
+        } else {
+            None
+        };
         let host_name = host_veth_name(&args.container_id, &args.ifname);
         let mut attached = Attached {
             node: &mut node,
@@ -288,12 +307,14 @@ impl Plugin for Bridge {
             args,
             conf,
             made_veth: false,
-            made_bridge: false,
         };
         let links = set_up_links(&mut attached, &keys, &container);
         // The allocation is collected whatever happened to the links, so a
         // failure can release it.
-        let allocated = pending.map(delegate::Running::wait_result).transpose();
+        let allocated = match allocated_first {
+            Some(allocated) => Ok(allocated),
+            None => pending.map(delegate::Running::wait_result).transpose(),
+        };
         if allocated.is_ok() {
             attached.ipam = ipam.map(str::to_owned);
         }
@@ -310,7 +331,7 @@ impl Plugin for Bridge {
         match outcome {
             Ok(result) => Ok(result),
             Err(err) => {
-                attached.undo(&keys.bridge);
+                attached.undo();
                 Err(err)
             }
         }
@@ -468,15 +489,12 @@ struct Attached<'a> {
     /// Whether this ADD made the veth pair: a repeated ADD that fails must
     /// leave the attachment that is there, and its rules, alone.
     made_veth: bool,
-    /// Whether this ADD made the bridge: removed on failure once no port
-    /// is left on it.
-    made_bridge: bool,
 }
 
 impl Attached<'_> {
     /// Best-effort teardown after a failed ADD: the ADD's error is what the
     /// runtime needs to see, and it will call DEL anyway.
-    fn undo(&mut self, bridge: &str) {
+    fn undo(&mut self) {
         if self.made_veth {
             let _ = self.node.delete_link(self.host_name);
             if self.ip_masq {
@@ -490,27 +508,10 @@ impl Attached<'_> {
         if let Some(ipam) = &self.ipam {
             let _ = delegate::run(ipam, Command::Del, self.args, &self.conf.bytes);
         }
-        if self.made_bridge {
-            // Another ADD may have put a port on it meanwhile: then it stays.
-            let Ok(Some(link)) = self.node.link(bridge) else {
-                return;
-            };
-            let unused = self
-                .node
-                .links()
-                .is_ok_and(|links| !links.iter().any(|port| port.master == Some(link.index)));
-            if unused {
-                let _ = self.node.delete_link(bridge);
-            }
-        }
     }
 }
 
-/// The bridge, made when missing; whether this call made it.
-fn ensure_bridge(
-    node: &mut Netlink,
-    keys: &BridgeConf,
-) -> Result<(weft_linux::Link, bool), CniError> {
+fn ensure_bridge(node: &mut Netlink, keys: &BridgeConf) -> Result<weft_linux::Link, CniError> {
     let mut made = false;
     let bridge = match node
         .link(&keys.bridge)
@@ -541,6 +542,21 @@ fn ensure_bridge(
                 .ok_or_else(|| linux_error("creating the bridge", &err))?,
         },
     };
+    match configure_bridge(node, keys) {
+        Ok(()) => Ok(bridge),
+        Err(err) => {
+            // A bridge this call made and could not set up (a kernel
+            // without VLAN filtering) goes again: nothing is on it yet.
+            if made {
+                let _ = node.delete_link(&keys.bridge);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// VLAN filtering, promiscuous mode and up, as the keys ask.
+fn configure_bridge(node: &mut Netlink, keys: &BridgeConf) -> Result<(), CniError> {
     if keys.vlan_filtering() {
         node.set_vlan_filtering(&keys.bridge, true).map_err(|err| {
             linux_error(
@@ -555,8 +571,7 @@ fn ensure_bridge(
             .map_err(|err| linux_error("setting the bridge promiscuous", &err))?;
     }
     node.set_up(&keys.bridge)
-        .map_err(|err| linux_error("bringing the bridge up", &err))?;
-    Ok((bridge, made))
+        .map_err(|err| linux_error("bringing the bridge up", &err))
 }
 
 /// The node side of an attachment: bridge, veth pair, port settings and
@@ -569,9 +584,7 @@ fn set_up_links(
     let args = state.args;
     let host_name = state.host_name;
     let node = &mut *state.node;
-    let (bridge, made_bridge) = ensure_bridge(node, keys)?;
-    let bridge = bridge.name;
-    state.made_bridge = made_bridge;
+    let bridge = ensure_bridge(node, keys)?.name;
     let existed = node
         .link(host_name)
         .map_err(|err| linux_error("reading the node-side veth", &err))?

@@ -34,6 +34,9 @@ pub fn container_namespace(path: &Path) -> Result<NetNs, CniError> {
     // Joining it on a scratch thread is the safe probe: anything but a
     // network namespace (a plain file, another kind of namespace) is refused.
     if let Err(err) = ns.run(|| ()) {
+        if matches!(err, weft_linux::Error::NamespaceNotFound(_)) {
+            return Err(linux_error("opening the container's namespace", &err));
+        }
         return Err(CniError::new(
             ErrorCode::InvalidEnvironment,
             format!("CNI_NETNS {} is not a network namespace", path.display()),

@@ -168,7 +168,7 @@ pub enum IngressError {
     Tls(#[from] rustls::Error),
     /// Two listeners given one address: with `SO_REUSEPORT` both would
     /// bind it and share its connections.
-    #[error("--{first} and --{second} are both {addr}: each needs its own address")]
+    #[error("--{first} and --{second} overlap at {addr}: each needs its own address")]
     SameAddress {
         first: &'static str,
         second: &'static str,
@@ -251,10 +251,16 @@ impl Controller {
             ("ops-listen", args.ops_listen),
         ];
         for (i, (first, addr)) in listeners.iter().enumerate() {
-            // Port 0 asks for any free port: never the same one twice.
-            if let Some((second, _)) = listeners[i + 1..]
-                .iter()
-                .find(|(_, other)| addr.port() != 0 && other == addr)
+            // Port 0 asks for any free port: never the same one twice. An
+            // unspecified address (0.0.0.0, ::) overlaps every other.
+            let overlaps = |other: &SocketAddr| {
+                addr.port() != 0
+                    && other.port() == addr.port()
+                    && (other.ip() == addr.ip()
+                        || other.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            };
+            if let Some((second, _)) = listeners[i + 1..].iter().find(|(_, other)| overlaps(other))
             {
                 return Err(IngressError::SameAddress {
                     first,
@@ -522,7 +528,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "--http-listen and --https-listen are both 127.0.0.1:7080: each needs its own address"
+            "--http-listen and --https-listen overlap at 127.0.0.1:7080: each needs its own address"
         );
     }
 

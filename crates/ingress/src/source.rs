@@ -225,14 +225,16 @@ impl Publisher {
         }
     }
 
-    /// Writes to every served Ingress whose status needs it; the store
-    /// merges under its own lock, so a withdrawal there does not trust the
-    /// (possibly older) cluster view and writes every served Ingress.
+    /// Writes to every served Ingress whose status needs it. A withdrawal
+    /// does not trust the cluster view, which may not show this
+    /// controller's last write yet: it writes every served Ingress (the
+    /// store merges under its lock; a patch to the API takes the view's
+    /// entries without this controller's).
     fn writes(&self, publishing: bool) -> Vec<tokio::task::JoinHandle<()>> {
         if self.own.is_empty() {
             return Vec::new();
         }
-        let every = !publishing && matches!(self.status, StatusWriter::Store(_));
+        let every = !publishing;
         let table = self.table.load();
         let due: Vec<(IngressName, Vec<IngressLoadBalancerIngress>)> = {
             let index = self.cluster.read();

@@ -155,7 +155,7 @@ fn resolve(ns: &NetNs, name: &str) -> Result<IpAddr, String> {
 
 /// Namespaces of the lab's own components (the cluster DNS, the ingress
 /// controller): their Services have rows of their own.
-const COMPONENT_NAMESPACES: [&str; 2] = ["kube-system", "ingress-weft"];
+pub(crate) const COMPONENT_NAMESPACES: [&str; 2] = ["kube-system", "ingress-weft"];
 
 /// The first TCP port of every Service with a selector, in store order,
 /// the lab components' left out.
@@ -297,7 +297,11 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
     }
 
     let services = selecting_services(&store)?;
-    let service = pick_service(&services, &pods, |s| !s.affinity)
+    // Backed and without affinity, then backed, then the first.
+    let backed = |s: &ServiceTarget| pods.iter().any(|pod| pod.backs(s));
+    let service = services
+        .iter()
+        .find(|s| backed(s) && !s.affinity)
         .or_else(|| pick_service(&services, &pods, |_| true));
     match (service, pods.first()) {
         (Some(service), Some(client)) => {

@@ -117,11 +117,29 @@ fn ensure_process(
     Ok(true)
 }
 
+/// Whether the lab's store holds Pods or Services of its own (not the
+/// lab components', not `default/kubernetes`).
+fn holds_apps(layout: &Layout) -> Result<bool, LabError> {
+    let Ok(store) = Store::open_existing(layout.store_dir()) else {
+        return Ok(false);
+    };
+    let mut objects = store.list(Kind::Pod, None)?;
+    objects.extend(store.list(Kind::Service, None)?);
+    Ok(objects.iter().any(|object| {
+        let meta = object.meta();
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        let name = meta.name.as_deref().unwrap_or_default();
+        let component = crate::check::COMPONENT_NAMESPACES.contains(&namespace);
+        let api_server = namespace == "default" && name == "kubernetes";
+        !(component || api_server)
+    }))
+}
+
 /// The manifests `lab up` applies: the files given; none given, the sample
-/// app for a new lab and nothing for an existing one (its state stays as
-/// it is, whatever it was built with).
-fn read_manifests(files: &[PathBuf], existing: bool) -> Result<Vec<Manifest>, LabError> {
-    if files.is_empty() && existing {
+/// app for a lab without apps yet and nothing for one that has them (its
+/// state stays as it is, whatever it was built with).
+fn read_manifests(files: &[PathBuf], has_apps: bool) -> Result<Vec<Manifest>, LabError> {
+    if files.is_empty() && has_apps {
         return Ok(Vec::new());
     }
     if files.is_empty() {
@@ -176,7 +194,10 @@ pub fn up(
         )));
     }
     // Manifests are read (and validated below) before anything is built.
-    let manifests = read_manifests(manifests, existing.is_some())?;
+    // A lab whose first `up` failed before its manifests went in is new
+    // for this purpose.
+    let has_apps = existing.is_some() && holds_apps(layout)?;
+    let manifests = read_manifests(manifests, has_apps)?;
     let started = Instant::now();
     let total = 7;
     std::fs::create_dir_all(&layout.dir)

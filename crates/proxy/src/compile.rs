@@ -721,13 +721,13 @@ pub(crate) fn compile_port<'a>(
         let target = if internal == cluster_wide {
             svc_chain.clone()
         } else {
-            let chain = format!("svc-{id}-cluster");
+            let chain = format!("svc-{id}__cluster");
             rs.chain(Chain::regular(&chain));
             balance(
                 rs,
                 fam,
                 &chain,
-                &format!("eps-{id}-cluster"),
+                &format!("eps-{id}__cluster"),
                 &cluster_wide,
                 port.affinity_timeout,
                 &comment,
@@ -768,7 +768,7 @@ pub(crate) fn compile_port<'a>(
                 rs,
                 fam,
                 &ext_chain,
-                &format!("eps-{id}-ext"),
+                &format!("eps-{id}__ext"),
                 &external,
                 port.affinity_timeout,
                 &comment,

@@ -899,4 +899,49 @@ fn ingresses_and_services_an_api_server_refuses_are_refused_with_their_fields() 
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: nothing}\nspec: {}\n";
     assert_eq!(refused_fields(&store, nothing), ["spec"]);
     assert_eq!(store.generation().expect("generation"), 0);
+    // What Kubernetes accepts: an IP in a TLS entry, an empty secret name,
+    // 0 and "" as unset, a wildcard host, a headless Service without ports.
+    let fine = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: fine}\n\
+                spec:\n  tls: [{hosts: [10.0.0.1, \"*.example.com\"], secretName: \"\"}]\n  rules:\n\
+                \x20 - host: \"*.example.com\"\n    http:\n      paths:\n\
+                \x20     - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 0, name: http}}}}\n\
+                \x20     - {path: anything, pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80, name: \"\"}}}}\n\
+                ---\napiVersion: v1\nkind: Service\nmetadata: {name: pets}\nspec: {clusterIPs: [None]}\n";
+    store
+        .apply(&[manifest(fine)])
+        .expect("valid for Kubernetes");
+    let pets = service_of(&store, "default", "pets").spec.expect("spec");
+    assert_eq!(pets.cluster_ip.as_deref(), Some("None"));
+}
+
+#[test]
+fn an_edit_is_not_blocked_by_what_the_stored_object_already_had_wrong() {
+    let (_d, store) = store();
+    let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: old}\n\
+                   spec: {rules: [{http: {paths: [{path: /, pathType: Prefix, \
+                   backend: {service: {name: web, port: {number: 80}}}}]}}]}\n";
+    store.apply(&[manifest(ingress)]).expect("apply");
+    // As stored before the path check existed.
+    let file = store.dir().join("ingresses/default/old.yaml");
+    let text = fs::read_to_string(&file).expect("read");
+    assert!(text.contains("path: /"), "{text}");
+    fs::write(&file, text.replace("path: /", "path: old")).expect("write");
+    let store = Store::open(store.dir()).expect("fresh handle");
+    let key = key(Kind::Ingress, "default", "old");
+    store
+        .modify(&key, |object| {
+            if let Object::Ingress(ingress) = object {
+                ingress.status = Some(Default::default());
+            }
+        })
+        .expect("a status write is not refused for the old path");
+    let err = store
+        .modify(&key, |object| {
+            if let Object::Ingress(ingress) = object {
+                let spec = ingress.spec.get_or_insert_with(Default::default);
+                spec.ingress_class_name = Some("Bad Class".to_owned());
+            }
+        })
+        .expect_err("a new problem is refused");
+    assert!(err.to_string().contains("spec.ingressClassName"), "{err}");
 }

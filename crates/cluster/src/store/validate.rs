@@ -212,12 +212,16 @@ fn check_ingress(ing: &Ingress, out: &mut Problems) {
         check_backend("spec.defaultBackend", backend, out);
     }
     for (i, tls) in spec.tls.iter().flatten().enumerate() {
-        if let Some(secret) = tls.secret_name.as_deref() {
+        if let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
             if let Err(e) = dns_subdomain(secret) {
                 out.push((format!("spec.tls[{i}].secretName"), e));
             }
         }
         for (j, host) in tls.hosts.iter().flatten().enumerate() {
+            // A certificate may name an IP address; a rule's host may not.
+            if host.parse::<IpAddr>().is_ok() {
+                continue;
+            }
             if let Err(e) = ingress_host(host) {
                 out.push((format!("spec.tls[{i}].hosts[{j}]"), e));
             }
@@ -280,9 +284,11 @@ fn check_backend(field: &str, backend: &IngressBackend, out: &mut Problems) {
                 out.push((format!("{field}.service.name"), e));
             }
             let port = service.port.as_ref();
+            // 0 and "" are unset, as Kubernetes reads them.
             match (
-                port.and_then(|p| p.number),
-                port.and_then(|p| p.name.as_deref()),
+                port.and_then(|p| p.number).filter(|n| *n != 0),
+                port.and_then(|p| p.name.as_deref())
+                    .filter(|n| !n.is_empty()),
             ) {
                 (Some(_), Some(_)) => out.push((
                     format!("{field}.service.port"),
@@ -373,7 +379,12 @@ fn check_service(spec: Option<&ServiceSpec>, config: &ClusterConfig, out: &mut P
     }
     let node_port_type = matches!(kind, "NodePort" | "LoadBalancer");
     let ports = spec.ports.as_deref().unwrap_or_default();
-    let headless = spec.cluster_ip.as_deref() == Some("None");
+    let headless = spec.cluster_ip.as_deref() == Some("None")
+        || spec
+            .cluster_ips
+            .as_ref()
+            .and_then(|ips| ips.first())
+            .is_some_and(|ip| ip == "None");
     if ports.is_empty() && kind != "ExternalName" && !headless {
         out.push((
             "spec.ports".to_owned(),

@@ -361,7 +361,7 @@ fn local_external_policy_short_circuits_to_every_endpoint_when_internal_is_local
     port.external_local = true;
     port.internal_local = true;
     let rs = compile(Family::Ip, &[port], &config());
-    let cluster = format!("{SVC}-cluster");
+    let cluster = format!("{SVC}__cluster");
     assert!(
         rs.rules[EXT]
             .iter()
