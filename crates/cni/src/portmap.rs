@@ -120,7 +120,7 @@ pub fn resolve(conf: &NetConf, prev: &CniResult) -> Result<Vec<Mapping>, CniErro
         })
         .map(|ip| ip.address.addr())
         .collect();
-    let mut mappings = Vec::new();
+    let mut mappings: Vec<Mapping> = Vec::new();
     for entry in wanted {
         let proto = match entry.protocol.to_ascii_lowercase().as_str() {
             "tcp" => 6,
@@ -146,6 +146,20 @@ pub fn resolve(conf: &NetConf, prev: &CniResult) -> Result<Vec<Mapping>, CniErro
             .as_deref()
             .and_then(|t| t.parse::<IpAddr>().ok())
             .map(|ip| ip.is_ipv4());
+        // One host port, protocol and address can lead to one place only:
+        // a second DNAT for it would never match.
+        let taken = mappings.iter().any(|m| {
+            m.proto == proto
+                && m.host_port == entry.host_port
+                && (m.host_ip == host_ip || m.host_ip.is_none() || host_ip.is_none())
+        });
+        if taken {
+            return Err(invalid(format!(
+                "portMappings map host port {}/{} twice",
+                entry.host_port,
+                entry.protocol.to_ascii_lowercase()
+            )));
+        }
         for container_ip in &container_ips {
             if host_family.is_some_and(|v4| v4 != container_ip.is_ipv4()) {
                 continue;

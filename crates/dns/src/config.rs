@@ -143,6 +143,13 @@ pub enum ConfigError {
     Upstream(String),
     #[error("no upstream: {path} lists no nameserver")]
     NoUpstream { path: PathBuf },
+    /// A value that parses but cannot work.
+    #[error("{path}: {field}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
 }
 
 impl Config {
@@ -152,10 +159,58 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text).map_err(|source| ConfigError::Parse {
+        let mut config = Config::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        config
+            .check()
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Refuses values that parse but cannot work, and writes the zone in
+    /// lower case (names are compared without case).
+    pub fn check(&mut self) -> Result<(), (&'static str, String)> {
+        self.zone = self.zone.trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if self.zone.is_empty() || self.zone.len() > 253 || !self.zone.split('.').all(label_ok) {
+            return Err(("zone", format!("{:?} is not a DNS name", self.zone)));
+        }
+        if self.limits.max_udp_payload < 512 {
+            return Err((
+                "limits.max_udp_payload",
+                format!(
+                    "{} is below 512, the size every DNS client takes",
+                    self.limits.max_udp_payload
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("limits.tcp_pipeline", self.limits.tcp_pipeline),
+            (
+                "limits.max_tcp_connections",
+                self.limits.max_tcp_connections,
+            ),
+            ("limits.max_udp_in_flight", self.limits.max_udp_in_flight),
+        ] {
+            if value == 0 {
+                return Err((field, "must be at least 1".to_owned()));
+            }
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {

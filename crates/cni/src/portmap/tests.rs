@@ -63,10 +63,25 @@ fn unknown_protocol_or_port_zero_is_error_7() {
         json!([{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}]),
         json!([{"hostPort": 0, "containerPort": 80}]),
         json!([{"hostPort": 80}]),
+        json!([{"hostPort": 80, "containerPort": 80}, {"hostPort": 80, "containerPort": 81}]),
+        json!([
+            {"hostPort": 80, "containerPort": 80, "hostIP": "192.0.2.1"},
+            {"hostPort": 80, "containerPort": 81}
+        ]),
     ] {
         let err = resolve(&conf_with(bad.clone()), &prev()).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidNetworkConfig, "{bad}");
     }
+}
+
+#[test]
+fn one_host_port_on_two_host_addresses_or_protocols_is_fine() {
+    let both = json!([
+        {"hostPort": 80, "containerPort": 80, "hostIP": "192.0.2.1"},
+        {"hostPort": 80, "containerPort": 81, "hostIP": "192.0.2.2"},
+        {"hostPort": 80, "containerPort": 82, "protocol": "udp"}
+    ]);
+    assert!(resolve(&conf_with(both), &prev()).is_ok());
 }
 
 #[test]

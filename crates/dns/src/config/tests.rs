@@ -51,3 +51,28 @@ fn resolv_conf_nameservers_are_port_53() {
         .collect();
     assert_eq!(addrs, ["192.0.2.53:53", "[fe80::1]:53"]);
 }
+
+#[test]
+fn values_that_parse_but_cannot_work_are_refused_by_field() {
+    let checked = |text: &str| {
+        let mut config = Config::parse(text).expect("parses");
+        config.check().map(|()| config.zone.clone())
+    };
+    assert_eq!(
+        checked("zone = \"Cluster.Local.\""),
+        Ok("cluster.local".to_owned())
+    );
+    assert_eq!(checked("zone = \"..bad..zone\"").unwrap_err().0, "zone");
+    assert_eq!(
+        checked("[limits]\nmax_udp_payload = 10").unwrap_err().0,
+        "limits.max_udp_payload"
+    );
+    assert_eq!(
+        checked("[limits]\ntcp_pipeline = 0").unwrap_err().0,
+        "limits.tcp_pipeline"
+    );
+    assert_eq!(
+        checked("[limits]\nmax_tcp_connections = 0").unwrap_err().0,
+        "limits.max_tcp_connections"
+    );
+}
