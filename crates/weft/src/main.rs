@@ -254,8 +254,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut stdin = std::io::stdin().lock();
             match command {
                 LabCommand::Apply(args) => {
+                    // Directories this apply makes for a new store go again
+                    // when it fails: bad input changes nothing.
+                    let made = args
+                        .store
+                        .store
+                        .ancestors()
+                        .take_while(|dir| !dir.exists())
+                        .last()
+                        .map(std::path::Path::to_path_buf);
                     let store = args.store.open()?;
-                    weft_cluster::cli::apply(&store, &args, &mut stdin, &mut out)?;
+                    let applied = weft_cluster::cli::apply(&store, &args, &mut stdin, &mut out);
+                    if let (Err(_), Some(made)) = (&applied, &made) {
+                        let _ = std::fs::remove_dir_all(made);
+                    }
+                    applied?;
                     // A lab's store: wait for Pods Ready and agents synced.
                     weft_lab::settle_store(&args.store.store, &mut out)?;
                 }

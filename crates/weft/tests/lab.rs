@@ -444,6 +444,15 @@ fn commands_on_a_lab_that_does_not_exist_say_so_and_create_nothing() {
             "weft {args:?}: {error}"
         );
     }
+    // A failed apply to a store not made yet leaves no directory either.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        bad.path(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n",
+    )
+    .unwrap();
+    let output = lab.weft(&["lab", "apply", "-f", bad.path().to_str().unwrap()]);
+    assert!(!output.status.success());
     assert!(
         std::fs::read_dir(root.path()).unwrap().next().is_none(),
         "something was created under the state root"
