@@ -99,15 +99,10 @@ pub fn merged(
     out
 }
 
-/// Whether `ingress`'s status lacks one of `own` (publishing) or still
-/// holds one (withdrawing).
-fn needs_update(ingress: &Ingress, own: &[IngressLoadBalancerIngress], publishing: bool) -> bool {
+/// Whether `ingress`'s status lacks one of `own`.
+fn lacks_own(ingress: &Ingress, own: &[IngressLoadBalancerIngress]) -> bool {
     let current = current_entries(ingress);
-    if publishing {
-        own.iter().any(|entry| !current.contains(entry))
-    } else {
-        own.iter().any(|entry| current.contains(entry))
-    }
+    own.iter().any(|entry| !current.contains(entry))
 }
 
 impl StatusWriter {
@@ -234,7 +229,6 @@ impl Publisher {
         if self.own.is_empty() {
             return Vec::new();
         }
-        let every = !publishing;
         let table = self.table.load();
         let due: Vec<(IngressName, Vec<IngressLoadBalancerIngress>)> = {
             let index = self.cluster.read();
@@ -243,7 +237,7 @@ impl Publisher {
                 .iter()
                 .filter_map(|name| {
                     let ingress = index.ingress(&name.namespace, &name.name)?;
-                    (every || needs_update(ingress, &self.own, publishing))
+                    (!publishing || lacks_own(ingress, &self.own))
                         .then(|| (name.clone(), current_entries(ingress)))
                 })
                 .collect()

@@ -153,6 +153,13 @@ fn resolve(ns: &NetNs, name: &str) -> Result<IpAddr, String> {
         .ok_or_else(|| format!("{name}: {:?}, no address", message.metadata.response_code))
 }
 
+impl ServiceTarget {
+    /// Whether a ready pod of `pods` backs it.
+    fn backed_by(&self, pods: &[PodInfo]) -> bool {
+        pods.iter().any(|pod| pod.backs(self))
+    }
+}
+
 /// Namespaces of the lab's own components (the cluster DNS, the ingress
 /// controller): their Services have rows of their own.
 pub(crate) const COMPONENT_NAMESPACES: [&str; 2] = ["kube-system", "ingress-weft"];
@@ -207,8 +214,7 @@ fn pick_service<'a>(
 ) -> Option<&'a ServiceTarget> {
     let mut kept = services.iter().filter(|service| keep(service));
     let first = kept.clone().next();
-    kept.find(|service| pods.iter().any(|pod| pod.backs(service)))
-        .or(first)
+    kept.find(|service| service.backed_by(pods)).or(first)
 }
 
 /// Runs `check` once, timed. No retry: `lab up`, `lab apply` and
@@ -298,10 +304,9 @@ pub fn check(layout: &Layout) -> Result<Vec<Row>, LabError> {
 
     let services = selecting_services(&store)?;
     // Backed and without affinity, then backed, then the first.
-    let backed = |s: &ServiceTarget| pods.iter().any(|pod| pod.backs(s));
     let service = services
         .iter()
-        .find(|s| backed(s) && !s.affinity)
+        .find(|s| s.backed_by(&pods) && !s.affinity)
         .or_else(|| pick_service(&services, &pods, |_| true));
     match (service, pods.first()) {
         (Some(service), Some(client)) => {

@@ -777,34 +777,24 @@ pub(crate) fn compile_port<'a>(
     }
     // What the ext chain does not send on (no local endpoint: external
     // clients) is dropped or rejected after DNAT by the no-endpoint maps.
-    for ip in &external_ips {
-        let key = [value(*ip), proto, service_port];
-        if enters_ext {
-            rs.element(
-                SERVICE_IPS,
-                Element::verdict(key, Verdict::Goto(ext_chain.clone())),
-            );
+    let ext_verdict = enters_ext.then(|| Verdict::Goto(ext_chain.clone()));
+    let no_endpoint = external.is_empty().then_some(&no_external);
+    let frontends = external_ips
+        .iter()
+        .map(|ip| {
+            let key: &[Value] = &[value(*ip), proto, service_port];
+            (SERVICE_IPS, NO_ENDPOINT_SERVICES, key.to_vec())
+        })
+        .chain(port.node_port.map(|node_port| {
+            let key: &[Value] = &[proto, Value::Port(node_port)];
+            (SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS, key.to_vec())
+        }));
+    for (map, no_endpoint_map, key) in frontends {
+        if let Some(verdict) = &ext_verdict {
+            rs.element(map, Element::verdict(key.clone(), verdict.clone()));
         }
-        if external.is_empty() {
-            rs.element(
-                NO_ENDPOINT_SERVICES,
-                Element::verdict(key, no_external.clone()),
-            );
-        }
-    }
-    if let Some(node_port) = port.node_port {
-        let key = [proto, Value::Port(node_port)];
-        if enters_ext {
-            rs.element(
-                SERVICE_NODEPORTS,
-                Element::verdict(key, Verdict::Goto(ext_chain.clone())),
-            );
-        }
-        if external.is_empty() {
-            rs.element(
-                NO_ENDPOINT_NODEPORTS,
-                Element::verdict(key, no_external.clone()),
-            );
+        if let Some(verdict) = no_endpoint {
+            rs.element(no_endpoint_map, Element::verdict(key, verdict.clone()));
         }
     }
     firewall(
