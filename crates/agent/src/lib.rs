@@ -35,7 +35,8 @@ pub struct AgentArgs {
     #[arg(long, env = "WEFT_NODE_NAME")]
     pub node: Option<String>,
     /// Read the cluster from the lab's embedded store in DIR instead of the
-    /// Kubernetes API.
+    /// Kubernetes API; DIR must exist (`weft lab up` or `weft lab apply
+    /// --store` makes it).
     #[arg(long, value_name = "DIR", conflicts_with = "kubeconfig")]
     pub store: Option<PathBuf>,
     /// Kubeconfig file; in-cluster config or $KUBECONFIG when not given.
@@ -152,7 +153,7 @@ fn start_source(
     cluster: &Cluster,
 ) -> Result<SourceHandle, AgentError> {
     if let Some(dir) = &args.store {
-        let store = Store::open(dir)?;
+        let store = Store::open_existing(dir)?;
         return Ok(SourceHandle::Store(store.watch(cluster, WATCH_INTERVAL)?));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -54,7 +54,8 @@ pub struct DnsArgs {
     /// HTTP address of /healthz, /ready and /metrics (overrides `ops_listen`).
     #[arg(long)]
     pub ops_listen: Option<SocketAddr>,
-    /// Directory of the embedded store to read the cluster from; without
+    /// Directory of the embedded store to read the cluster from (it must
+    /// exist: `weft lab up` or `weft lab apply --store` makes it); without
     /// it, the Kubernetes API (in-cluster config or kubeconfig).
     #[arg(long, env = "WEFT_STORE")]
     pub store: Option<PathBuf>,

@@ -164,7 +164,7 @@ impl StoreFollower {
         handler: Arc<Handler>,
         interval: Duration,
     ) -> Result<StoreFollower, SourceError> {
-        let store = Store::open(dir)?;
+        let store = Store::open_existing(dir)?;
         let publish = |handler: &Handler, index: Index| {
             tracing::debug!(names = index.len(), "cluster zone rebuilt");
             handler.index.store(Arc::new(index));

@@ -88,7 +88,8 @@ pub struct IngressArgs {
     /// HTTP address of /healthz, /ready and /metrics.
     #[arg(long, default_value = "127.0.0.1:10254")]
     pub ops_listen: SocketAddr,
-    /// Directory of the embedded store to read the cluster from; without
+    /// Directory of the embedded store to read the cluster from (it must
+    /// exist: `weft lab up` or `weft lab apply --store` makes it); without
     /// it, the Kubernetes API (in-cluster config or kubeconfig).
     #[arg(long, env = "WEFT_STORE")]
     pub store: Option<PathBuf>,
@@ -444,7 +445,7 @@ pub async fn serve_until(
     let cluster = Cluster::new();
     let (_watcher, status) = match &args.store {
         Some(dir) => {
-            let store = Store::open(dir)?;
+            let store = Store::open_existing(dir)?;
             let watcher = store.watch(&cluster, weft_cluster::store::WATCH_INTERVAL)?;
             (Some(watcher), StatusWriter::Store(store))
         }

@@ -422,6 +422,60 @@ fn an_invalid_manifest_fails_lab_apply_and_changes_nothing() {
 }
 
 #[test]
+fn daemons_given_a_store_that_does_not_exist_say_so_and_create_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let missing = root.path().join("typo").join("store");
+    let store = missing.to_str().unwrap();
+    let any = "127.0.0.1:0";
+    for args in [
+        &[
+            "agent",
+            "--node",
+            "node-1",
+            "--metrics-address",
+            any,
+            "--store",
+            store,
+        ][..],
+        &[
+            "dns",
+            "--listen",
+            any,
+            "--ops-listen",
+            any,
+            "--store",
+            store,
+        ],
+        &[
+            "ingress",
+            "--http-listen",
+            any,
+            "--https-listen",
+            any,
+            "--ops-listen",
+            any,
+            "--store",
+            store,
+        ],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .output()
+            .unwrap();
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "weft {args:?} succeeded");
+        assert!(
+            error.contains(&format!("no store at {store}")),
+            "weft {args:?}: {error}"
+        );
+        assert!(
+            std::fs::read_dir(root.path()).unwrap().next().is_none(),
+            "weft {args:?} created something"
+        );
+    }
+}
+
+#[test]
 fn commands_on_a_lab_that_does_not_exist_say_so_and_create_nothing() {
     let root = tempfile::tempdir().unwrap();
     let lab = Lab {
