@@ -11,9 +11,9 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use crate::model::{Kind, Object, ObjectKey};
+
+mod strict;
 
 /// One manifest's text and where it came from (a path, or `-` for stdin).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,7 +145,7 @@ pub fn parse(manifest: &Manifest) -> (Vec<Document>, Vec<Invalid>) {
             field: field.to_owned(),
             reason,
         };
-        let value = match serde_json::Value::deserialize(de) {
+        let value = match strict::document(de) {
             Ok(v) => v,
             Err(e) => {
                 // The YAML stream cannot be resumed after a syntax error.

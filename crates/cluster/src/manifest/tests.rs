@@ -126,3 +126,48 @@ fn a_dash_reads_stdin() {
         }]
     );
 }
+
+#[test]
+fn a_key_given_twice_is_an_error_naming_its_mapping_wherever_it_is() {
+    let cases = [
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n  ports: [{port: 81}]\n",
+            "spec: the key \"ports\" is given twice",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, name: shop}\nspec: {ports: [{port: 80}]}\n",
+            "metadata: the key \"name\" is given twice",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}, {port: 81, port: 82}]}\n",
+            "spec.ports[1]: the key \"port\" is given twice",
+        ),
+        (
+            "kind: Service\nkind: Pod\n",
+            "the key \"kind\" is given twice",
+        ),
+    ];
+    for (text, expected) in cases {
+        let text = format!("{TWO_DOCS}---\n{text}");
+        let (docs, errors) = parse(&manifest(&text));
+        assert_eq!(docs.len(), 2, "{text}");
+        let e = errors.first().cloned().expect("an error");
+        assert_eq!(e.document, 3, "{text}");
+        assert!(e.reason.contains(expected), "{expected}: {}", e.reason);
+    }
+}
+
+#[test]
+fn values_read_strictly_keep_their_yaml_types() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, labels: {a: \"1\", b: x}}\nspec: {ports: [{port: 80, name: ~}], sessionAffinityConfig: {clientIP: {timeoutSeconds: 10800}}}\n";
+    let (docs, errors) = parse(&manifest(text));
+    assert!(errors.is_empty(), "{errors:?}");
+    let Object::Service(service) = &docs[0].object else {
+        panic!("not a Service: {:?}", docs[0].object);
+    };
+    let labels = service.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("a").map(String::as_str), Some("1"));
+    let spec = service.spec.clone().unwrap_or_default();
+    let ports = spec.ports.unwrap_or_default();
+    assert_eq!((ports[0].port, ports[0].name.clone()), (80, None));
+}
