@@ -147,9 +147,21 @@ pub fn parse(manifest: &Manifest) -> (Vec<Document>, Vec<Invalid>) {
         };
         let value = match strict::document(de) {
             Ok(v) => v,
-            Err(e) => {
+            Err(strict::Unreadable {
+                twice: Some(path),
+                error,
+            }) => {
+                let line = error
+                    .location()
+                    .map(|at| format!(" (in the mapping at line {})", at.line()))
+                    .unwrap_or_default();
+                errors.push(invalid(&path, format!("given twice{line}")));
+                // The YAML stream cannot be resumed after an error.
+                break;
+            }
+            Err(strict::Unreadable { error, .. }) => {
                 // The YAML stream cannot be resumed after a syntax error.
-                errors.push(invalid("(document)", format!("not valid YAML: {e}")));
+                errors.push(invalid("(document)", format!("not valid YAML: {error}")));
                 break;
             }
         };

@@ -1,21 +1,74 @@
 //! One YAML document read into a JSON value, refusing a mapping key given
 //! twice as kubectl's strict decoding does (the YAML reader alone would keep
-//! the last one and drop the first without a word). The YAML reader puts
-//! the path of the mapping and the line in front of the error.
+//! the last one and drop the first without a word).
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// Reads one document; a key given twice in any mapping is an error.
-pub(super) fn document<'de, D: de::Deserializer<'de>>(de: D) -> Result<Value, D::Error> {
-    StrictValue.deserialize(de)
+/// Why a document could not be read.
+pub(super) struct Unreadable {
+    /// The path of a key given twice (`spec.ports`), when that is why.
+    pub twice: Option<String>,
+    pub error: serde_yaml_ng::Error,
 }
 
-struct StrictValue;
+/// Reads one document; a key given twice in any mapping is an error that
+/// names the key's path.
+pub(super) fn document(de: serde_yaml_ng::Deserializer<'_>) -> Result<Value, Unreadable> {
+    let twice = RefCell::new(None);
+    let root = Path {
+        step: None,
+        parent: None,
+    };
+    StrictValue {
+        at: root,
+        twice: &twice,
+    }
+    .deserialize(de)
+    .map_err(|error| Unreadable {
+        twice: twice.into_inner(),
+        error,
+    })
+}
 
-impl<'de> DeserializeSeed<'de> for StrictValue {
+/// Where in the document a value sits, written out only for an error.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    step: Option<Step<'a>>,
+    parent: Option<&'a Path<'a>>,
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(parent) = self.parent {
+            parent.fmt(f)?;
+        }
+        let under_root = self.parent.is_none_or(|parent| parent.step.is_none());
+        match self.step {
+            Some(Step::Key(key)) if under_root => f.write_str(key),
+            Some(Step::Key(key)) => write!(f, ".{key}"),
+            Some(Step::Index(i)) => write!(f, "[{i}]"),
+            None => Ok(()),
+        }
+    }
+}
+
+struct StrictValue<'a> {
+    at: Path<'a>,
+    /// Where a key given twice leaves its path for [`document`].
+    twice: &'a RefCell<Option<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictValue<'_> {
     type Value = Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
@@ -23,7 +76,7 @@ impl<'de> DeserializeSeed<'de> for StrictValue {
     }
 }
 
-impl<'de> Visitor<'de> for StrictValue {
+impl<'de> Visitor<'de> for StrictValue<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -69,21 +122,38 @@ impl<'de> Visitor<'de> for StrictValue {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(StrictValue)? {
-            items.push(item);
+        loop {
+            let at = Path {
+                step: Some(Step::Index(items.len())),
+                parent: Some(&self.at),
+            };
+            match seq.next_element_seed(StrictValue {
+                at,
+                twice: self.twice,
+            })? {
+                Some(item) => items.push(item),
+                None => return Ok(Value::Array(items)),
+            }
         }
-        Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            let at = Path {
+                step: Some(Step::Key(&key)),
+                parent: Some(&self.at),
+            };
             if object.contains_key(&key) {
+                *self.twice.borrow_mut() = Some(at.to_string());
                 return Err(de::Error::custom(format_args!(
                     "the key {key:?} is given twice"
                 )));
             }
-            let value = map.next_value_seed(StrictValue)?;
+            let value = map.next_value_seed(StrictValue {
+                at,
+                twice: self.twice,
+            })?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))
