@@ -146,20 +146,16 @@ pub fn parse(manifest: &Manifest) -> (Vec<Document>, Vec<Invalid>) {
             reason,
         };
         let value = match strict::document(de) {
-            Ok(v) => v,
-            Err(strict::Unreadable {
-                twice: Some(path),
-                error,
-            }) => {
-                let line = error
-                    .location()
-                    .map(|at| format!(" (in the mapping at line {})", at.line()))
-                    .unwrap_or_default();
-                errors.push(invalid(&path, format!("given twice{line}")));
-                // The YAML stream cannot be resumed after an error.
-                break;
+            Ok(read) if read.given_twice.is_empty() => read.value,
+            Ok(read) => {
+                // Refused as kubectl refuses it; the documents after it are
+                // still checked.
+                for path in read.given_twice {
+                    errors.push(invalid(&path, "given twice in one mapping".to_owned()));
+                }
+                continue;
             }
-            Err(strict::Unreadable { error, .. }) => {
+            Err(error) => {
                 // The YAML stream cannot be resumed after a syntax error.
                 errors.push(invalid("(document)", format!("not valid YAML: {error}")));
                 break;

@@ -8,29 +8,31 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// Why a document could not be read.
-pub(super) struct Unreadable {
-    /// The path of a key given twice (`spec.ports`), when that is why.
-    pub twice: Option<String>,
-    pub error: serde_yaml_ng::Error,
+/// One document read whole.
+pub(super) struct Read {
+    pub value: Value,
+    /// The paths of the keys given twice (`spec.ports`), in document
+    /// order; the value keeps the first of each.
+    pub given_twice: Vec<String>,
 }
 
-/// Reads one document; a key given twice in any mapping is an error that
-/// names the key's path.
-pub(super) fn document(de: serde_yaml_ng::Deserializer<'_>) -> Result<Value, Unreadable> {
-    let twice = RefCell::new(None);
+/// Reads one document to its end, noting every key given twice in a
+/// mapping, so that the caller can refuse the document and still read the
+/// ones after it.
+pub(super) fn document(de: serde_yaml_ng::Deserializer<'_>) -> Result<Read, serde_yaml_ng::Error> {
+    let given_twice = RefCell::new(Vec::new());
     let root = Path {
         step: None,
         parent: None,
     };
-    StrictValue {
+    let value = StrictValue {
         at: root,
-        twice: &twice,
+        given_twice: &given_twice,
     }
-    .deserialize(de)
-    .map_err(|error| Unreadable {
-        twice: twice.into_inner(),
-        error,
+    .deserialize(de)?;
+    Ok(Read {
+        value,
+        given_twice: given_twice.into_inner(),
     })
 }
 
@@ -65,7 +67,7 @@ impl fmt::Display for Path<'_> {
 struct StrictValue<'a> {
     at: Path<'a>,
     /// Where a key given twice leaves its path for [`document`].
-    twice: &'a RefCell<Option<String>>,
+    given_twice: &'a RefCell<Vec<String>>,
 }
 
 impl<'de> DeserializeSeed<'de> for StrictValue<'_> {
@@ -129,7 +131,7 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
             };
             match seq.next_element_seed(StrictValue {
                 at,
-                twice: self.twice,
+                given_twice: self.given_twice,
             })? {
                 Some(item) => items.push(item),
                 None => return Ok(Value::Array(items)),
@@ -144,17 +146,15 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
                 step: Some(Step::Key(&key)),
                 parent: Some(&self.at),
             };
-            if object.contains_key(&key) {
-                *self.twice.borrow_mut() = Some(at.to_string());
-                return Err(de::Error::custom(format_args!(
-                    "the key {key:?} is given twice"
-                )));
-            }
             let value = map.next_value_seed(StrictValue {
                 at,
-                twice: self.twice,
+                given_twice: self.given_twice,
             })?;
-            object.insert(key, value);
+            if object.contains_key(&key) {
+                self.given_twice.borrow_mut().push(at.to_string());
+            } else {
+                object.insert(key, value);
+            }
         }
         Ok(Value::Object(object))
     }

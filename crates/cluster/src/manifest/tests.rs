@@ -145,17 +145,24 @@ fn a_key_given_twice_is_an_error_naming_its_path_wherever_it_is() {
         ("kind: Service\nkind: Pod\n", "kind"),
     ];
     for (text, expected) in cases {
-        let text = format!("{TWO_DOCS}---\n{text}");
+        // The documents after the refused one are still read and checked.
+        let text =
+            format!("{TWO_DOCS}---\n{text}---\n{TWO_DOCS}---\napiVersion: v1\nkind: Servic\n");
         let (docs, errors) = parse(&manifest(&text));
-        assert_eq!(docs.len(), 2, "{text}");
-        let e = errors.first().cloned().expect("an error");
-        assert_eq!(e.document, 3, "{text}");
-        assert_eq!(e.field, expected, "{}", e.reason);
-        assert!(
-            e.reason
-                .starts_with("given twice (in the mapping at line 1"),
-            "{}",
-            e.reason
+        assert_eq!(docs.len(), 4, "{text}");
+        let found: Vec<(usize, &str, &str)> = errors
+            .iter()
+            .map(|e| (e.document, e.field.as_str(), e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            found[0],
+            (3, expected, "given twice in one mapping"),
+            "{found:?}"
+        );
+        assert_eq!(
+            (found.len(), found[1].0, found[1].1),
+            (2, 6, "kind"),
+            "{found:?}"
         );
     }
 }
