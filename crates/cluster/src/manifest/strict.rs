@@ -1,6 +1,7 @@
-//! One YAML document read into a JSON value, refusing a mapping key given
-//! twice as kubectl's strict decoding does (the YAML reader alone would keep
-//! the last one and drop the first without a word).
+//! One YAML document read into a JSON value, noting every mapping key
+//! given twice so that the document can be refused as kubectl's strict
+//! decoding refuses it (the YAML reader alone would keep the last one and
+//! drop the first without a word).
 
 use std::cell::RefCell;
 use std::fmt;
