@@ -147,15 +147,18 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
                 step: Some(Step::Key(&key)),
                 parent: Some(&self.at),
             };
+            if object.contains_key(&key) {
+                self.given_twice.borrow_mut().push(at.to_string());
+                // Read past the second value without looking into it: a
+                // repeat inside would name a place that is not kept.
+                map.next_value::<de::IgnoredAny>()?;
+                continue;
+            }
             let value = map.next_value_seed(StrictValue {
                 at,
                 given_twice: self.given_twice,
             })?;
-            if object.contains_key(&key) {
-                self.given_twice.borrow_mut().push(at.to_string());
-            } else {
-                object.insert(key, value);
-            }
+            object.insert(key, value);
         }
         Ok(Value::Object(object))
     }

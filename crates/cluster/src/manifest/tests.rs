@@ -143,6 +143,11 @@ fn a_key_given_twice_is_an_error_naming_its_path_wherever_it_is() {
             "spec.ports[1].port",
         ),
         ("kind: Service\nkind: Pod\n", "kind"),
+        // A repeat inside the value given twice names nothing kept.
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n  ports: [{port: 81, port: 82}]\n",
+            "spec.ports",
+        ),
     ];
     for (text, expected) in cases {
         // The documents after the refused one are still read and checked.
