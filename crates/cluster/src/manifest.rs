@@ -270,7 +270,7 @@ fn object_from_value(mut value: serde_json::Value) -> Result<Object, DocError> {
     })?;
     // Strict, as `kubectl apply` is by default: a field the kind does not
     // have (a typo such as `tragetPort`) is an error, not dropped.
-    if let Some(field) = unknown_field(&value, &object.to_json(), "") {
+    if let Some(field) = unknown_field(&value, &object.to_json(), &strict::Path::ROOT) {
         return Err((Some(key), field, "unknown field".to_owned()));
     }
     Ok(object)
@@ -290,18 +290,14 @@ fn text_of(map: &serde_json::Map<String, serde_json::Value>, key: &str) -> Strin
 fn unknown_field(
     input: &serde_json::Value,
     decoded: &serde_json::Value,
-    path: &str,
+    at: &strict::Path<'_>,
 ) -> Option<String> {
     use serde_json::Value;
     match (input, decoded) {
         (Value::Object(written), Value::Object(read)) => written.iter().find_map(|(key, value)| {
-            let field = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
+            let field = at.key(key);
             match read.get(key) {
-                None if !value.is_null() => Some(field),
+                None if !value.is_null() => Some(field.to_string()),
                 None => None,
                 Some(read) => unknown_field(value, read, &field),
             }
@@ -310,7 +306,7 @@ fn unknown_field(
             .iter()
             .zip(read)
             .enumerate()
-            .find_map(|(i, (value, read))| unknown_field(value, read, &format!("{path}[{i}]"))),
+            .find_map(|(i, (value, read))| unknown_field(value, read, &at.index(i))),
         _ => None,
     }
 }

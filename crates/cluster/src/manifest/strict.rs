@@ -1,7 +1,8 @@
 //! One YAML document read into a JSON value, noting every mapping key
 //! given twice so that the document can be refused as kubectl's strict
 //! decoding refuses it (the YAML reader alone would keep the last one and
-//! drop the first without a word).
+//! drop the first without a word). Also the [`Path`] of a field that both
+//! this reader and the unknown-field check name in their refusals.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -22,12 +23,8 @@ pub(super) struct Read {
 /// ones after it.
 pub(super) fn document(de: serde_yaml_ng::Deserializer<'_>) -> Result<Read, serde_yaml_ng::Error> {
     let given_twice = RefCell::new(Vec::new());
-    let root = Path {
-        step: None,
-        parent: None,
-    };
     let value = StrictValue {
-        at: root,
+        at: Path::ROOT,
         given_twice: &given_twice,
     }
     .deserialize(de)?;
@@ -37,17 +34,42 @@ pub(super) fn document(de: serde_yaml_ng::Deserializer<'_>) -> Result<Read, serd
     })
 }
 
-/// Where in the document a value sits, written out only for an error.
+/// Where in a document a value sits (`spec.ports[0].port`), built without
+/// allocating and written out only when a problem names it.
+#[derive(Clone, Copy)]
+pub(super) struct Path<'a> {
+    step: Option<Step<'a>>,
+    parent: Option<&'a Path<'a>>,
+}
+
 #[derive(Clone, Copy)]
 enum Step<'a> {
     Key(&'a str),
     Index(usize),
 }
 
-#[derive(Clone, Copy)]
-struct Path<'a> {
-    step: Option<Step<'a>>,
-    parent: Option<&'a Path<'a>>,
+impl<'a> Path<'a> {
+    /// The document itself.
+    pub(super) const ROOT: Path<'static> = Path {
+        step: None,
+        parent: None,
+    };
+
+    /// The value under `key` of the mapping here.
+    pub(super) fn key(&'a self, key: &'a str) -> Path<'a> {
+        Path {
+            step: Some(Step::Key(key)),
+            parent: Some(self),
+        }
+    }
+
+    /// Item `index` of the sequence here.
+    pub(super) fn index(&'a self, index: usize) -> Path<'a> {
+        Path {
+            step: Some(Step::Index(index)),
+            parent: Some(self),
+        }
+    }
 }
 
 impl fmt::Display for Path<'_> {
@@ -126,12 +148,8 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         loop {
-            let at = Path {
-                step: Some(Step::Index(items.len())),
-                parent: Some(&self.at),
-            };
             match seq.next_element_seed(StrictValue {
-                at,
+                at: self.at.index(items.len()),
                 given_twice: self.given_twice,
             })? {
                 Some(item) => items.push(item),
@@ -143,10 +161,7 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let at = Path {
-                step: Some(Step::Key(&key)),
-                parent: Some(&self.at),
-            };
+            let at = self.at.key(&key);
             if object.contains_key(&key) {
                 self.given_twice.borrow_mut().push(at.to_string());
                 // Read past the second value without looking into it: a
