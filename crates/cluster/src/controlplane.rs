@@ -183,8 +183,8 @@ fn allocate_services(
             }
             // Where load balancers ask a node whether it has local
             // endpoints, from the NodePort range like kube-apiserver's.
-            let local = spec.external_traffic_policy.as_deref() == Some("Local");
-            if kind == "LoadBalancer" && local && spec.health_check_node_port.is_none_or(|p| p == 0)
+            if crate::model::uses_health_check_node_port(spec)
+                && spec.health_check_node_port.is_none_or(|p| p == 0)
             {
                 let p = ipam::allocate_node_port(config, &used_ports)?;
                 used_ports.insert(p);

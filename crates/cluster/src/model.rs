@@ -299,6 +299,13 @@ object_from!(
     Secret
 );
 
+/// Whether a Service spec has a `healthCheckNodePort`: only a
+/// `LoadBalancer` with `externalTrafficPolicy: Local` does.
+pub fn uses_health_check_node_port(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> bool {
+    spec.type_.as_deref() == Some("LoadBalancer")
+        && spec.external_traffic_policy.as_deref() == Some("Local")
+}
+
 /// Whether a Pod has the `Ready` condition set to `True`.
 pub fn pod_is_ready(pod: &Pod) -> bool {
     pod.status

@@ -63,6 +63,8 @@ mod journal;
 mod signal;
 mod validate;
 
+pub use validate::dns_subdomain;
+
 /// How often [`Store::watch`] looks at the generation file when inotify
 /// cannot watch the store's directory (with inotify a commit wakes it).
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(20);
@@ -1154,8 +1156,7 @@ fn drop_type_dependent_fields(obj: &mut Object, old: &Object) {
             }
         }
     }
-    let local = spec.external_traffic_policy.as_deref() == Some("Local");
-    if (kind != "LoadBalancer" || !local)
+    if !crate::model::uses_health_check_node_port(spec)
         && spec.health_check_node_port.is_some()
         && spec.health_check_node_port == old_spec.health_check_node_port
     {
@@ -1188,8 +1189,7 @@ fn carry_over(obj: &mut Object, old: &Object) {
                 spec.cluster_ips.clone_from(&old_spec.cluster_ips);
             }
             if spec.health_check_node_port.is_none_or(|p| p == 0)
-                && spec.type_.as_deref() == Some("LoadBalancer")
-                && spec.external_traffic_policy.as_deref() == Some("Local")
+                && crate::model::uses_health_check_node_port(spec)
             {
                 spec.health_check_node_port = old_spec.health_check_node_port;
             }

@@ -177,16 +177,7 @@ impl Config {
     /// lower case (names are compared without case).
     pub fn check(&mut self) -> Result<(), (&'static str, String)> {
         self.zone = self.zone.trim_end_matches('.').to_ascii_lowercase();
-        let label_ok = |label: &str| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        };
-        if self.zone.is_empty() || self.zone.len() > 253 || !self.zone.split('.').all(label_ok) {
+        if weft_cluster::store::dns_subdomain(&self.zone).is_err() {
             return Err(("zone", format!("{:?} is not a DNS name", self.zone)));
         }
         if self.limits.max_udp_payload < 512 {

@@ -334,17 +334,20 @@ impl Handler {
         Some(out)
     }
 
+    /// The answer of the cluster zone, else of the hosts file.
+    fn local_answer(&self, index: &Index, query: &Query) -> Answer {
+        let answer = index.answer(query);
+        match (&answer, &self.hosts) {
+            (Answer::NotOurs, Some(hosts)) => hosts.answer(query),
+            _ => answer,
+        }
+    }
+
     /// Fills `response` for one question from the cluster, the hosts file
     /// or the cache; returns what is still to ask upstream.
     fn resolve_now(&self, query: &Query, response: &mut Message) -> Option<Wait> {
         let index = self.index.load();
-        let mut answer = index.answer(query);
-        if answer == Answer::NotOurs {
-            if let Some(hosts) = &self.hosts {
-                answer = hosts.answer(query);
-            }
-        }
-        match answer {
+        match self.local_answer(&index, query) {
             Answer::Authoritative {
                 rcode,
                 answers,
@@ -372,13 +375,7 @@ impl Handler {
                     followed.push(target.clone());
                     let mut q = query.clone();
                     q.name = target;
-                    let mut local = index.answer(&q);
-                    if local == Answer::NotOurs {
-                        if let Some(hosts) = &self.hosts {
-                            local = hosts.answer(&q);
-                        }
-                    }
-                    if let Answer::Authoritative { answers, .. } = local {
+                    if let Answer::Authoritative { answers, .. } = self.local_answer(&index, &q) {
                         chase = cname_target(&answers, query.query_type);
                         response.answers.extend(answers);
                         continue;

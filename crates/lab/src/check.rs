@@ -58,11 +58,10 @@ impl PodInfo {
     /// Whether `service` selects this pod.
     fn backs(&self, service: &ServiceTarget) -> bool {
         self.namespace == service.namespace
-            && !service.selector.is_empty()
-            && service
-                .selector
-                .iter()
-                .all(|(key, value)| self.labels.get(key) == Some(value))
+            && weft_cluster::controlplane::endpointslice::selector_matches(
+                &service.selector,
+                Some(&self.labels),
+            )
     }
 }
 

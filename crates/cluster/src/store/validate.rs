@@ -39,7 +39,7 @@ fn dns_label(s: &str) -> Result<(), String> {
 }
 
 /// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-fn dns_subdomain(s: &str) -> Result<(), String> {
+pub fn dns_subdomain(s: &str) -> Result<(), String> {
     if !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| dns_label(l).is_ok()) {
         Ok(())
     } else {
@@ -440,14 +440,13 @@ fn check_service(spec: Option<&ServiceSpec>, config: &ClusterConfig, out: &mut P
         }
     }
     if let Some(port) = spec.health_check_node_port.filter(|p| *p != 0) {
-        let local = spec.external_traffic_policy.as_deref() == Some("Local");
         let range = config.node_ports.clone();
         if ports.iter().any(|p| p.node_port == Some(port)) {
             out.push((
                 "spec.healthCheckNodePort".to_owned(),
                 format!("{port} is also one of the Service's nodePorts"),
             ));
-        } else if kind != "LoadBalancer" || !local {
+        } else if !crate::model::uses_health_check_node_port(spec) {
             out.push((
                 "spec.healthCheckNodePort".to_owned(),
                 "may only be set when type is LoadBalancer and externalTrafficPolicy is Local"
