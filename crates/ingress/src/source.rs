@@ -62,12 +62,12 @@ pub fn status_entries(addresses: &[String]) -> Vec<IngressLoadBalancerIngress> {
         .collect()
 }
 
-fn current_entries(ingress: &Ingress) -> Vec<IngressLoadBalancerIngress> {
+fn current_entries(ingress: &Ingress) -> &[IngressLoadBalancerIngress] {
     ingress
         .status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.clone())
+        .and_then(|lb| lb.ingress.as_deref())
         .unwrap_or_default()
 }
 
@@ -106,57 +106,68 @@ fn lacks_own(ingress: &Ingress, own: &[IngressLoadBalancerIngress]) -> bool {
 }
 
 impl StatusWriter {
-    /// Adds `own` to the Ingress's `status.loadBalancer.ingress`
-    /// (`publishing`) or takes it out; `current` is the status the caller
-    /// last saw. A write to the API runs on the runtime and its handle is
-    /// returned.
+    /// Adds `own` to each Ingress's `status.loadBalancer.ingress`
+    /// (`publishing`) or takes it out; each Ingress comes with the status
+    /// the caller last saw. The store gets one commit for all of them;
+    /// each write to the API runs on the runtime and its handle is returned.
     fn publish(
         &self,
-        name: &IngressName,
-        current: &[IngressLoadBalancerIngress],
+        due: Vec<(IngressName, Vec<IngressLoadBalancerIngress>)>,
         own: &[IngressLoadBalancerIngress],
         publishing: bool,
-    ) -> Option<tokio::task::JoinHandle<()>> {
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let status = |entries: Vec<IngressLoadBalancerIngress>| IngressStatus {
             load_balancer: Some(IngressLoadBalancerStatus {
                 ingress: Some(entries),
             }),
         };
         match self {
-            StatusWriter::Off => None,
+            StatusWriter::Off => Vec::new(),
             StatusWriter::Store(store) => {
-                let key = ObjectKey::new(Kind::Ingress, &name.namespace, &name.name);
-                // Merged under the store's lock, from what it holds now.
-                let result = store.modify(&key, |object| {
-                    if let Object::Ingress(ingress) = object {
-                        let entries = merged(&current_entries(ingress), own, publishing);
-                        ingress.status = Some(status(entries));
-                    }
-                });
-                if let Err(error) = result {
-                    tracing::warn!(ingress = %name, %error, "cannot write the Ingress status");
+                if due.is_empty() {
+                    return Vec::new();
                 }
-                None
+                // Merged under the store's lock, from what it holds now; an
+                // Ingress deleted meanwhile is skipped.
+                let edits = due
+                    .iter()
+                    .map(|(name, _)| {
+                        let key = ObjectKey::new(Kind::Ingress, &name.namespace, &name.name);
+                        let edit = |object: &mut Object| {
+                            if let Object::Ingress(ingress) = object {
+                                let entries = merged(current_entries(ingress), own, publishing);
+                                ingress.status = Some(status(entries));
+                            }
+                        };
+                        (key, edit)
+                    })
+                    .collect();
+                if let Err(error) = store.modify_many(edits) {
+                    tracing::warn!(ingresses = due.len(), %error, "cannot write the Ingress status");
+                }
+                Vec::new()
             }
-            StatusWriter::Kubernetes { client, runtime } => {
-                let api: kube::Api<Ingress> =
-                    kube::Api::namespaced(client.clone(), &name.namespace);
-                // A merge patch replaces the list: a write that crossed
-                // another controller's is seen on the next change and
-                // merged again.
-                let patch =
-                    serde_json::json!({ "status": status(merged(current, own, publishing)) });
-                let name = name.clone();
-                Some(runtime.spawn(async move {
-                    let params = kube::api::PatchParams::default();
-                    if let Err(error) = api
-                        .patch_status(&name.name, &params, &kube::api::Patch::Merge(&patch))
-                        .await
-                    {
-                        tracing::warn!(ingress = %name, %error, "cannot write the Ingress status");
-                    }
-                }))
-            }
+            StatusWriter::Kubernetes { client, runtime } => due
+                .into_iter()
+                .map(|(name, current)| {
+                    let api: kube::Api<Ingress> =
+                        kube::Api::namespaced(client.clone(), &name.namespace);
+                    // A merge patch replaces the list: a write that crossed
+                    // another controller's is seen on the next change and
+                    // merged again.
+                    let patch =
+                        serde_json::json!({ "status": status(merged(&current, own, publishing)) });
+                    runtime.spawn(async move {
+                        let params = kube::api::PatchParams::default();
+                        if let Err(error) = api
+                            .patch_status(&name.name, &params, &kube::api::Patch::Merge(&patch))
+                            .await
+                        {
+                            tracing::warn!(ingress = %name, %error, "cannot write the Ingress status");
+                        }
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -238,13 +249,11 @@ impl Publisher {
                 .filter_map(|name| {
                     let ingress = index.ingress(&name.namespace, &name.name)?;
                     (!publishing || lacks_own(ingress, &self.own))
-                        .then(|| (name.clone(), current_entries(ingress)))
+                        .then(|| (name.clone(), current_entries(ingress).to_vec()))
                 })
                 .collect()
         };
-        due.iter()
-            .filter_map(|(name, current)| self.status.publish(name, current, &self.own, publishing))
-            .collect()
+        self.status.publish(due, &self.own, publishing)
     }
 }
 
@@ -350,7 +359,7 @@ mod tests {
             };
             let own = status_entries(&["192.0.2.7".to_owned()]);
             let current = status_entries(&["192.0.2.9".to_owned()]);
-            let write = writer.publish(&name, &current, &own, true);
+            let writes = writer.publish(vec![(name, current)], &own, true);
             let (request, send) =
                 tokio::time::timeout(Duration::from_secs(5), handle.next_request())
                     .await
@@ -380,7 +389,7 @@ mod tests {
                     .body(Body::from(b"{}".to_vec()))
                     .unwrap_or_else(|e| panic!("response: {e}")),
             );
-            if let Some(write) = write {
+            for write in writes {
                 let _ = write.await;
             }
         });
