@@ -528,7 +528,8 @@ fn ensure_bridge(node: &mut Netlink, keys: &BridgeConf) -> Result<weft_linux::Li
                 ),
             ));
         }
-        None => match node.ensure_bridge(&keys.bridge, keys.mtu) {
+        // Created exclusively: only the ADD whose create succeeds made it.
+        None => match node.create_bridge(&keys.bridge, keys.mtu) {
             Ok(link) => {
                 made = true;
                 link

@@ -376,6 +376,12 @@ impl Netlink {
             self.check_kind_and_mtu(&existing, LinkKind::Bridge, mtu)?;
             return Ok(existing);
         }
+        self.create_bridge(name, mtu)
+    }
+
+    /// Creates a bridge called `name` (with `mtu` when given); fails if a
+    /// link of that name exists, so a caller that gets it made it.
+    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>) -> Result<Link, Error> {
         let mut message = LinkMessage::default();
         message
             .attributes
