@@ -358,6 +358,26 @@ impl Record {
     }
 }
 
+/// Counts one request of [`Proxy::handle`] and writes its access log line
+/// when dropped: when `handle` returns, or when hyper drops it before
+/// because the client reset its HTTP/2 stream. A request dropped before
+/// its answer is logged with status `499`, nginx's code for a client that
+/// left first (as the HTTP/1 path does).
+struct Finish<'a> {
+    proxy: &'a Proxy,
+    conn: &'a ConnInfo,
+    record: Record,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        if self.record.status == 0 {
+            self.record.status = 499;
+        }
+        self.proxy.finish(&self.record, self.conn);
+    }
+}
+
 /// The plain-text response for a [`LocalResponse`].
 fn local(response: LocalResponse) -> Response<ProxyBody> {
     let mut built = text(response.status, response.body);
@@ -381,7 +401,7 @@ impl Proxy {
         let path = request.uri().path();
         let table = self.table.load_full();
         let route = table.route(&host, path).cloned();
-        let mut record = Record::new(
+        let record = Record::new(
             started,
             request.method().as_str(),
             host.clone(),
@@ -389,6 +409,11 @@ impl Proxy {
             request.version(),
             route.clone(),
         );
+        let mut finish = Finish {
+            proxy: &self,
+            conn: &conn,
+            record,
+        };
         let response = match &route {
             None => local(self.not_found(&host, path)),
             Some(route) if route.ssl_redirect && !conn.tls => {
@@ -399,14 +424,38 @@ impl Proxy {
                 Some(response) => local(response),
                 None => {
                     let (response, upstream) = self.forward(request, route, &host, &conn).await;
-                    record.upstream = upstream;
+                    finish.record.upstream = upstream;
                     response
                 }
             },
         };
-        record.status = response.status().as_u16();
-        self.finish(&record, &conn);
+        finish.record.status = response.status().as_u16();
+        drop(finish);
         Ok(response)
+    }
+
+    /// `431` for an HTTP/2 request with more headers than `--max-headers`
+    /// (HTTP/1 heads are refused as they are parsed, in [`h1`](crate::h1)).
+    pub(crate) fn too_many_headers(
+        &self,
+        request: &Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Response<ProxyBody> {
+        let refusal = crate::h1::head::Refusal::TooLarge;
+        let mut record = Record::new(
+            Instant::now(),
+            request.method().as_str(),
+            request_host(request).unwrap_or_default(),
+            request.uri().path(),
+            request.version(),
+            None,
+        );
+        record.status = refusal.status();
+        self.finish(&record, conn);
+        local(LocalResponse::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("{}\n", refusal.reason()),
+        ))
     }
 
     /// The endpoints one request tries, in order (balancing, then at most

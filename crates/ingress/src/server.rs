@@ -2,9 +2,9 @@
 //! ALPN h2 and http/1.1), admission limits at accept (a cap on open
 //! connections and a per-source-address rate of new connections), limits
 //! per connection (header bytes and count, a header read timeout that also
-//! closes idle keep-alive connections and slowloris clients, a TLS
-//! handshake timeout), and graceful shutdown that stops accepting and lets
-//! in-flight requests finish.
+//! closes idle keep-alive connections, idle HTTP/2 connections and
+//! slowloris clients, a TLS handshake timeout), and graceful shutdown that
+//! stops accepting and lets in-flight requests finish.
 //!
 //! [`serve`] is one worker's accept loop. The controller runs one worker per
 //! CPU, each a single-threaded runtime with its own `SO_REUSEPORT` listeners
@@ -12,15 +12,17 @@
 //! cross-thread wakeups on the request path, as nginx's workers do.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -29,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::conn_io::{ClientStream, first_bytes};
 use crate::h1::Limits;
 use crate::proxy::{ConnInfo, Proxy};
+use crate::upstream::ProxyBody;
 
 /// Connection-level limits.
 #[derive(Clone, Debug)]
@@ -137,12 +140,12 @@ pub async fn serve(
     admission: Arc<Admission>,
     stop: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
     // Every connection task holds a sender: the drain waits until all of
-    // them are gone (the HTTP/1 path has no hyper connection to watch).
+    // them are gone.
     let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     // Set when accepting stops: connections still waiting for their first
-    // bytes end then instead of holding up the drain.
+    // bytes end then instead of holding up the drain, HTTP/1 connections
+    // close after their current request, HTTP/2 ones send GOAWAY.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let heartbeat = tokio::spawn(timer_heartbeat());
     let pool = proxy.pool.clone();
@@ -186,7 +189,6 @@ pub async fn serve(
         };
         let local_port = if tls.is_some() { https_port } else { http_port };
         let info = Arc::new(ConnInfo::new(peer, local_port, tls.is_some()));
-        let watcher = graceful.watcher();
         let builder = builder.clone();
         let proxy = proxy.clone();
         let header_timeout = settings.header_timeout;
@@ -206,8 +208,7 @@ pub async fn serve(
             let stream = ClientStream::no_half_close(stream);
             match tls {
                 None => {
-                    serve_connection(stream, false, info, &builder, proxy.clone(), watcher, waits)
-                        .await;
+                    serve_connection(stream, false, info, &builder, proxy.clone(), waits).await;
                 }
                 // Boxed: the TLS state would otherwise make every
                 // connection's task larger, plain ones too, and each move
@@ -219,7 +220,6 @@ pub async fn serve(
                         info,
                         &builder,
                         proxy.clone(),
-                        watcher,
                         waits,
                     ))
                     .await;
@@ -231,16 +231,10 @@ pub async fn serve(
     drop(http);
     drop(https);
     let _ = stopping_tx.send(true);
-    tracing::debug!(
-        connections = graceful.count(),
-        "worker stopped accepting; draining its open connections"
-    );
+    tracing::debug!("worker stopped accepting; draining its open connections");
     drop(open_tx);
-    let drained = async {
-        graceful.shutdown().await;
-        // `None` once every connection task ended.
-        let _ = open_rx.recv().await;
-    };
+    // `None` once every connection task ended.
+    let drained = open_rx.recv();
     if tokio::time::timeout(settings.drain_timeout, drained)
         .await
         .is_err()
@@ -307,14 +301,13 @@ async fn serve_tls(
     info: Arc<ConnInfo>,
     builder: &auto::Builder<TokioExecutor>,
     proxy: Arc<Proxy>,
-    watcher: hyper_util::server::graceful::Watcher,
     waits: FirstBytes,
 ) {
     let peer = info.peer;
     match tokio::time::timeout(waits.limits.header_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_connection(stream, h2, info, builder, proxy, watcher, waits).await;
+            serve_connection(stream, h2, info, builder, proxy, waits).await;
         }
         Ok(Err(error)) => {
             proxy.metrics.tls_failure();
@@ -339,7 +332,6 @@ async fn serve_connection<I>(
     info: Arc<ConnInfo>,
     builder: &auto::Builder<TokioExecutor>,
     proxy: Arc<Proxy>,
-    watcher: hyper_util::server::graceful::Watcher,
     mut waits: FirstBytes,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -367,28 +359,172 @@ async fn serve_connection<I>(
         info,
         builder,
         proxy,
-        watcher,
+        waits,
     ))
     .await;
 }
 
 /// Serves `io` with hyper (HTTP/2; it would take HTTP/1 as well).
+///
+/// The connection gets GOAWAY, which lets its open streams finish and
+/// starts no new one, when the worker stops accepting, and when it has had
+/// no stream open for the header timeout: that is HTTP/2's keep-alive
+/// idle limit, and it also ends a client that opens the connection and
+/// never completes a request's headers (HTTP/1 has the same limit in
+/// [`h1`](crate::h1)). hyper's pings close a connection whose peer stops
+/// answering, but not one that answers them and sends nothing else. After
+/// an idle GOAWAY the client has one more header timeout to go.
 async fn serve_hyper<I>(
     io: I,
     info: Arc<ConnInfo>,
     builder: &auto::Builder<TokioExecutor>,
     proxy: Arc<Proxy>,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut waits: FirstBytes,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        proxy.clone().handle(request, info.clone())
-    });
+    let idle_limit = waits.limits.header_timeout;
+    let max_headers = waits.limits.max_headers;
+    let streams = Arc::new(OpenStreams::new());
+    let service = {
+        let streams = streams.clone();
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let stream = OpenStream::new(streams.clone());
+            let proxy = proxy.clone();
+            let info = info.clone();
+            async move {
+                let response = if request.headers().len() > max_headers {
+                    proxy.too_many_headers(&request, &info)
+                } else {
+                    proxy.handle(request, info).await?
+                };
+                Ok::<_, Infallible>(response.map(|body| StreamBody {
+                    body,
+                    _stream: stream,
+                }))
+            }
+        })
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(error) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(%peer, %error, "client connection ended with an error");
+    let mut conn = std::pin::pin!(conn.into_owned());
+    // When the idle GOAWAY went out; `draining` once the worker stopped
+    // accepting (the drain timeout then bounds the rest).
+    let mut idle_goaway: Option<tokio::time::Instant> = None;
+    let mut draining = false;
+    loop {
+        let check_at = match idle_goaway {
+            Some(sent) => sent + idle_limit,
+            None => streams.idle_deadline(idle_limit),
+        };
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%peer, %error, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = waits.stopping.wait_for(|stopping| *stopping), if !draining && idle_goaway.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            () = tokio::time::sleep_until(check_at), if !draining => {
+                if idle_goaway.is_some() {
+                    tracing::debug!(%peer, "HTTP/2 connection still open a header timeout after GOAWAY");
+                    return;
+                }
+                if streams.idle_deadline(idle_limit) <= tokio::time::Instant::now() {
+                    tracing::debug!(%peer, "HTTP/2 connection idle; sending GOAWAY");
+                    conn.as_mut().graceful_shutdown();
+                    idle_goaway = Some(tokio::time::Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// The streams open on one HTTP/2 connection (requests whose response has
+/// not been sent whole), and since when none is.
+#[derive(Debug)]
+struct OpenStreams {
+    open: AtomicUsize,
+    /// When the count last went to zero (or the connection started).
+    idle_since: Mutex<tokio::time::Instant>,
+}
+
+impl OpenStreams {
+    fn new() -> OpenStreams {
+        OpenStreams {
+            open: AtomicUsize::new(0),
+            idle_since: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// When the connection will have been idle for `limit`; a header
+    /// timeout from now while a stream is open (checked again then).
+    fn idle_deadline(&self, limit: Duration) -> tokio::time::Instant {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return tokio::time::Instant::now() + limit;
+        }
+        let since = *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        since + limit
+    }
+}
+
+/// One open stream of an [`OpenStreams`]: counted from the request's
+/// arrival until its response body is dropped (sent whole, or the stream
+/// reset).
+#[derive(Debug)]
+struct OpenStream(Arc<OpenStreams>);
+
+impl OpenStream {
+    fn new(streams: Arc<OpenStreams>) -> OpenStream {
+        streams.open.fetch_add(1, Ordering::AcqRel);
+        OpenStream(streams)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let mut since = self
+            .0
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *since = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// A response body that keeps its stream counted as open until hyper has
+/// sent it whole (and dropped it).
+#[derive(Debug)]
+struct StreamBody {
+    body: ProxyBody,
+    _stream: OpenStream,
+}
+
+impl hyper::body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

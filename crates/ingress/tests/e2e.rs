@@ -314,6 +314,33 @@ async fn get(addr: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// An HTTP/2 connection with prior knowledge (h2c) to `addr`, and the
+/// task driving it, which ends when the connection does.
+async fn h2c(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<TestBody>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+/// The status and body of `req` sent on `sender`.
+async fn send_h2(
+    sender: &mut hyper::client::conn::http2::SendRequest<TestBody>,
+    req: Request<TestBody>,
+) -> (StatusCode, String) {
+    let response = sender.send_request(req).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 fn field<'a>(body: &'a str, key: &str) -> &'a str {
     body.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
@@ -442,6 +469,8 @@ fn routes_by_host_and_path_with_forwarding_headers() {
             "{metrics}"
         );
         assert!(metrics.contains("status=\"503\""), "{metrics}");
+        let (status, _) = get(ingress.bound.ops, "x", "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
         ingress.shutdown().await;
     });
 }
@@ -1195,6 +1224,40 @@ fn limits_headers_and_slow_clients() {
             );
         }
 
+        // HTTP/2: too many headers is 431 too. A stream open longer than
+        // the header timeout is not cut; once no stream is open for the
+        // header timeout, the connection is closed (GOAWAY).
+        let (mut sender, conn) = h2c(http).await;
+        let mut req = Request::get("http://shop.example.com/");
+        for i in 0..80 {
+            req = req.header(format!("x-h{i}"), "1");
+        }
+        let (status, _) = send_h2(&mut sender, req.body(Empty::new().boxed()).unwrap()).await;
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let req = Request::get("http://shop.example.com/slow?ms=2500")
+            .body(Empty::new().boxed())
+            .unwrap();
+        let (status, body) = send_h2(&mut sender, req).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(field(&body, "slow"), "done");
+        let idle_from = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(
+            ended.is_ok(),
+            "an idle HTTP/2 connection was still open 5 s after its last stream"
+        );
+        assert!(
+            idle_from.elapsed() >= Duration::from_millis(900),
+            "an HTTP/2 connection was closed {:?} after its last stream",
+            idle_from.elapsed()
+        );
+        // One that completes no request at all is closed the same way.
+        let (_sender, conn) = h2c(http).await;
+        let opened = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(ended.is_ok(), "a silent HTTP/2 connection was not closed");
+        assert!(opened.elapsed() >= Duration::from_millis(900));
+
         // Clients that connect and send nothing at all are closed after
         // the header timeout too, on both ports (on HTTPS: after a TCP
         // connect without a handshake).
@@ -1251,6 +1314,13 @@ fn rate_limit_and_graceful_shutdown() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let _silent = TcpStream::connect(http).await.unwrap();
         let in_flight = tokio::spawn(get(http, "shop.example.com", "/slow?ms=1000"));
+        let (mut sender, h2_conn) = h2c(http).await;
+        let h2_in_flight = tokio::spawn(async move {
+            let req = Request::get("http://shop.example.com/slow?ms=1000")
+                .body(Empty::new().boxed())
+                .unwrap();
+            send_h2(&mut sender, req).await
+        });
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut ingress = ingress;
         let stopped_at = Instant::now();
@@ -1263,6 +1333,16 @@ fn rate_limit_and_graceful_shutdown() {
         let (status, body) = in_flight.await.unwrap();
         assert_eq!(status, StatusCode::OK);
         assert_eq!(field(&body, "slow"), "done");
+        // The HTTP/2 one too (its connection got GOAWAY), and then its
+        // connection is closed.
+        let (status, body) = h2_in_flight.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(field(&body, "slow"), "done");
+        tokio::time::timeout(Duration::from_secs(5), h2_conn)
+            .await
+            .expect("an HTTP/2 connection left open by the drain")
+            .unwrap()
+            .unwrap();
         tokio::time::timeout(Duration::from_secs(10), &mut ingress.served)
             .await
             .unwrap()
@@ -1329,4 +1409,341 @@ fn two_controllers_publish_both_addresses_and_each_withdraws_its_own_on_shutdown
         first.shutdown().await;
         assert!(status_ips(&store).is_empty(), "{:?}", status_ips(&store));
     });
+}
+
+/// A backend "pod" that reads a request's first bytes and closes the
+/// connection without answering, as one crashing on every request would.
+async fn closes_without_answering(addr: SocketAddr) -> JoinSet<()> {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    tasks
+}
+
+/// Runs `nft -f -` with `script` in the test's namespace (the calling
+/// thread's).
+fn nft(script: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft (Debian package nftables) is needed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft refused:\n{script}");
+}
+
+/// The Ingress `fail` on host fail.example.com, a path per Service.
+fn failing_backends() -> String {
+    let mut yaml = service("mixed", &["127.0.0.4", "127.0.0.2"], 8080)
+        + &service("crashing", &["127.0.0.4"], 8080)
+        + &service("slow", &["127.0.0.2"], 8080)
+        + &service("silent", &["127.0.0.9"], 8080);
+    yaml.push_str(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: fail, namespace: default}\n\
+         spec:\n  ingressClassName: weft\n  rules:\n\
+         \x20 - host: fail.example.com\n    http:\n      paths:\n",
+    );
+    for name in ["mixed", "crashing", "slow", "silent"] {
+        yaml.push_str(&format!(
+            "      - {{path: /{name}, pathType: Prefix, backend: {{service: {{name: {name}, port: {{number: 80}}}}}}}}\n"
+        ));
+    }
+    yaml
+}
+
+#[test]
+fn upstream_failures_are_502_or_504_and_idempotent_requests_go_to_another_endpoint() {
+    require_root!();
+    in_namespace(|| async {
+        let _a = Backend::start("a", addr(A)).await;
+        let _crashing = closes_without_answering(addr(C)).await;
+        // Connections to 127.0.0.9:8080 get no answer at all: their SYNs
+        // are dropped (a node that is gone).
+        nft(
+            "table ip weft_e2e {\n  chain out {\n    type filter hook output priority 0;\n    \
+             ip daddr 127.0.0.9 tcp dport 8080 drop\n  }\n}\n",
+        );
+        let ingress = Ingress::start(
+            &failing_backends(),
+            &["--connect-timeout", "1s", "--response-timeout", "1s"],
+        )
+        .await;
+        let http = ingress.bound.http;
+        let host = "fail.example.com";
+        let (mut sender, _conn) = h2c(http).await;
+        let h2_get = |path: &str| {
+            Request::get(format!("http://{host}{path}"))
+                .body(Empty::new().boxed())
+                .unwrap()
+        };
+
+        // Half of the endpoints close every connection without answering:
+        // each GET that meets one first goes on to the other, on HTTP/1 and
+        // HTTP/2 alike.
+        for _ in 0..6 {
+            let (status, body) = get(http, host, "/mixed").await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(field(&body, "backend"), "a");
+            let (status, body) = send_h2(&mut sender, h2_get("/mixed")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+
+        // With no endpoint that answers: 502, for a GET after its retries
+        // and for a POST with a body, which is never sent twice.
+        let (status, body) = get(http, host, "/crashing").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(body.contains("default/crashing:80"), "{body}");
+        let post = Request::post("/crashing")
+            .header("host", host)
+            .body(full("a body".to_owned()))
+            .unwrap();
+        let response = request(http, post).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let (status, _) = send_h2(&mut sender, h2_get("/crashing")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+
+        // An upstream slower than --response-timeout: 504 after it.
+        for http2 in [false, true] {
+            let started = Instant::now();
+            let (status, body) = if http2 {
+                send_h2(&mut sender, h2_get("/slow?ms=3000")).await
+            } else {
+                get(http, host, "/slow?ms=3000").await
+            };
+            let took = started.elapsed();
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+            assert!(body.contains("did not answer"), "{body}");
+            assert!(
+                took >= Duration::from_millis(900) && took < Duration::from_millis(2800),
+                "504 after {took:?} (HTTP/2: {http2})"
+            );
+        }
+
+        // An endpoint that never completes the TCP handshake: 504 once
+        // --connect-timeout passes.
+        let started = Instant::now();
+        let (status, body) = get(http, host, "/silent").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+        assert!(body.contains("unreachable"), "{body}");
+        assert!(started.elapsed() >= Duration::from_millis(900));
+
+        // An HTTP/2 client that resets its stream before the answer is
+        // counted (and logged) with 499, as on HTTP/1.
+        let pending = tokio::spawn({
+            let mut sender = sender.clone();
+            let req = h2_get("/slow?ms=3000");
+            async move { sender.send_request(req).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pending.abort();
+        let ops = ingress.bound.ops;
+        eventually("a 499 for the reset stream", async || {
+            let (_, metrics) = get(ops, "x", "/metrics").await;
+            metrics
+                .contains("weft_ingress_requests_total{ingress=\"default/fail\",status=\"499\"} 1")
+        })
+        .await;
+        let (_, metrics) = get(ops, "x", "/metrics").await;
+        for status in ["502", "504"] {
+            let series = format!(
+                "weft_ingress_requests_total{{ingress=\"default/fail\",status=\"{status}\"}}"
+            );
+            assert!(metrics.contains(&series), "{metrics}");
+        }
+        ingress.shutdown().await;
+    });
+}
+
+#[test]
+fn a_table_rebuild_keeps_requests_in_flight_and_open_connections() {
+    require_root!();
+    in_namespace(|| async {
+        let _a = Backend::start("a", addr(A)).await;
+        let _b = Backend::start("b", addr(B)).await;
+        let to = |service: &str| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: shop, namespace: default}}\n\
+                 spec:\n  ingressClassName: weft\n  rules:\n\
+                 \x20 - host: shop.example.com\n    http:\n      paths:\n\
+                 \x20     - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}\n"
+            )
+        };
+        let services =
+            service("app", &["127.0.0.2"], 8080) + &service("next", &["127.0.0.3"], 8080);
+        let ingress = Ingress::start(&(services.clone() + &to("app")), &[]).await;
+        let http = ingress.bound.http;
+
+        // A keep-alive HTTP/1 connection and an HTTP/2 one, each with a
+        // request that takes 1.5 s in flight while the table changes.
+        let stream = TcpStream::connect(http).await.unwrap();
+        let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let (mut sender, _conn) = h2c(http).await;
+        let slow = |version_2: bool| {
+            let uri = if version_2 {
+                "http://shop.example.com/slow?ms=1500"
+            } else {
+                "/slow?ms=1500"
+            };
+            Request::get(uri)
+                .header("host", "shop.example.com")
+                .body(Empty::new().boxed())
+                .unwrap()
+        };
+        let h1_in_flight = kept.send_request(slow(false));
+        let h2_in_flight = tokio::spawn({
+            let mut sender = sender.clone();
+            async move { send_h2(&mut sender, slow(true)).await }
+        });
+        let h1_in_flight = tokio::spawn(async move {
+            let response = h1_in_flight.await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        apply(&ingress.store, &(services + &to("next")));
+        eventually("the new table", async || {
+            field(&get(http, "shop.example.com", "/").await.1, "backend") == "b"
+        })
+        .await;
+
+        // The requests that started on the old table finish on it.
+        for (what, answer) in [
+            ("HTTP/1", h1_in_flight.await),
+            ("HTTP/2", h2_in_flight.await),
+        ] {
+            let (status, body) = answer.unwrap();
+            assert_eq!(status, StatusCode::OK, "{what}: {body}");
+            assert_eq!(field(&body, "backend"), "a", "{what}: {body}");
+            assert_eq!(field(&body, "slow"), "done", "{what}: {body}");
+        }
+        // The connections they came on stay open and use the new table.
+        kept.ready().await.unwrap();
+        let req = Request::get("/")
+            .header("host", "shop.example.com")
+            .body(Empty::new().boxed())
+            .unwrap();
+        let response = kept.send_request(req).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(field(&String::from_utf8_lossy(&body), "backend"), "b");
+        let req = Request::get("http://shop.example.com/")
+            .body(Empty::new().boxed())
+            .unwrap();
+        let (status, body) = send_h2(&mut sender, req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(field(&body, "backend"), "b");
+        ingress.shutdown().await;
+    });
+}
+
+/// What the process's access log wrote, one JSON object a line: a
+/// subscriber for the whole test process (every test's requests end up
+/// in it), installed by the first caller.
+fn access_log() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOG: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter("weft_ingress::access=info")
+            .with_writer(move || Capture(sink.clone()))
+            .init();
+        log
+    })
+    .clone()
+}
+
+/// An `io::Write` appending to a shared buffer.
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_access_log_has_one_structured_line_per_request() {
+    require_root!();
+    let log = access_log();
+    in_namespace(|| async {
+        let _a = Backend::start("a", addr(A)).await;
+        let _b = Backend::start("b", addr(B)).await;
+        let ingress = Ingress::start(&two_hosts_three_paths(), &[]).await;
+        let http = ingress.bound.http;
+        let (status, _) = get(http, "shop.example.com", "/logged/1").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = get(http, "nowhere.example.com", "/logged/2").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (mut sender, _conn) = h2c(http).await;
+        let req = Request::get("http://shop.example.com/api/logged/3")
+            .body(Empty::new().boxed())
+            .unwrap();
+        assert_eq!(send_h2(&mut sender, req).await.0, StatusCode::OK);
+        ingress.shutdown().await;
+    });
+    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|line: &serde_json::Value| {
+            line["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("/logged/"))
+        })
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let line = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"] == path)
+            .unwrap_or_else(|| panic!("no line for {path} in {lines:?}"))
+    };
+    let first = line("/logged/1");
+    assert_eq!(first["target"], "weft_ingress::access");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["host"], "shop.example.com");
+    assert_eq!(first["version"], "HTTP/1.1");
+    assert_eq!(first["tls"], false);
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["ingress"], "default/shop");
+    assert_eq!(first["backend"], "default/app:80");
+    assert_eq!(first["upstream"], A);
+    assert!(first["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(first["duration_ms"].as_f64().unwrap() > 0.0);
+    let unmatched = line("/logged/2");
+    assert_eq!(unmatched["status"], 404);
+    assert_eq!(unmatched["ingress"], "");
+    assert_eq!(unmatched["upstream"], "");
+    let http2 = line("/api/logged/3");
+    assert_eq!(http2["version"], "HTTP/2.0");
+    assert_eq!(http2["backend"], "default/api:http");
+    assert_eq!(http2["upstream"], B);
 }

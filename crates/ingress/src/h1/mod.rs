@@ -334,11 +334,12 @@ impl Connection {
                 Attempt::NoResponse(detail) => {
                     tracing::debug!(%addr, %detail, reused = upstream.reused, "upstream failed before answering");
                     failure = Failure::Upstream(detail);
-                    // A reused connection may have been closed by the
-                    // upstream just as the request went out: an idempotent
-                    // request without a body can safely go again.
-                    if !(upstream.reused
-                        && request.idempotent
+                    // An idempotent request without a body can safely go
+                    // again, to the next endpoint: a reused connection may
+                    // have been closed by the upstream just as the request
+                    // went out, a new one may belong to a backend that is
+                    // going away (nginx's `proxy_next_upstream error`).
+                    if !(request.idempotent
                         && request.framing == Framing::Empty
                         && !request.upgrade)
                     {
