@@ -217,15 +217,15 @@ pub(super) fn encode_expr(w: &mut Writer, family: Family, expr: &Expr) {
                 w.attr_be64(sys::NFTA_DYNSET_TIMEOUT, timeout.as_millis() as u64);
             }
         }
-        Expr::FibDaddrType { dreg } => {
+        Expr::FibDaddrType { dreg } | Expr::FibSaddrType { dreg } => {
+            let address = if matches!(expr, Expr::FibDaddrType { .. }) {
+                sys::NFTA_FIB_F_DADDR
+            } else {
+                sys::NFTA_FIB_F_SADDR
+            };
             w.attr_be32(sys::NFTA_FIB_DREG, dreg.wire());
             w.attr_be32(sys::NFTA_FIB_RESULT, sys::NFT_FIB_RESULT_ADDRTYPE);
-            w.attr_be32(sys::NFTA_FIB_FLAGS, sys::NFTA_FIB_F_DADDR);
-        }
-        Expr::FibSaddrType { dreg } => {
-            w.attr_be32(sys::NFTA_FIB_DREG, dreg.wire());
-            w.attr_be32(sys::NFTA_FIB_RESULT, sys::NFT_FIB_RESULT_ADDRTYPE);
-            w.attr_be32(sys::NFTA_FIB_FLAGS, sys::NFTA_FIB_F_SADDR);
+            w.attr_be32(sys::NFTA_FIB_FLAGS, address);
         }
     }
 }
