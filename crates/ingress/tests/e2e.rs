@@ -32,12 +32,19 @@ struct Cli {
     args: IngressArgs,
 }
 
+/// Longer than any test here takes on a busy machine.
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
 /// Runs an async test body on a runtime inside a fresh namespace.
 fn in_namespace<F, Fut>(body: F)
 where
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = ()>,
 {
+    // The access log's subscriber is the process's, installed before any
+    // test starts its threads: none of them registers a callsite while the
+    // global subscriber is being set.
+    access_log();
     let ns = TestNs::new();
     ns.run(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,7 +52,10 @@ where
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(body());
+        // A test that waits forever fails instead of holding up the run.
+        runtime
+            .block_on(async { tokio::time::timeout(TEST_LIMIT, body()).await })
+            .expect("the test did not finish within its time limit");
         runtime.shutdown_timeout(Duration::from_secs(2));
     });
 }
@@ -860,35 +870,44 @@ fn tls_picks_certificates_by_sni_speaks_h2_and_rotates_without_restart() {
     });
 }
 
-/// A backend that answers every request with a body delimited only by the
-/// end of the connection (no Content-Length, not chunked), as an old
-/// HTTP/1.0-style server does.
-async fn until_close_backend(addr: SocketAddr) -> JoinSet<()> {
+/// A backend "pod" on `addr` that hands every connection to `serve`, on
+/// a task of its own.
+async fn raw_backend<F, Fut>(addr: SocketAddr, serve: F) -> JoinSet<()>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind(addr).await.unwrap();
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nx-raw: 1\r\n\r\nthe body ends with the connection",
-                    )
-                    .await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     tasks
+}
+
+/// A backend that answers every request with a body delimited only by the
+/// end of the connection (no Content-Length, not chunked), as an old
+/// HTTP/1.0-style server does.
+async fn until_close_backend(addr: SocketAddr) -> JoinSet<()> {
+    raw_backend(addr, |mut stream| async move {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nx-raw: 1\r\n\r\nthe body ends with the connection")
+            .await;
+    })
+    .await
 }
 
 /// Sends `bytes` on a new connection and returns everything the ingress
@@ -1414,20 +1433,11 @@ fn two_controllers_publish_both_addresses_and_each_withdraws_its_own_on_shutdown
 /// A backend "pod" that reads a request's first bytes and closes the
 /// connection without answering, as one crashing on every request would.
 async fn closes_without_answering(addr: SocketAddr) -> JoinSet<()> {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-            });
-        }
-    });
-    tasks
+    raw_backend(addr, |mut stream| async move {
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+    })
+    .await
 }
 
 /// Runs `nft -f -` with `script` in the test's namespace (the calling
@@ -1658,7 +1668,8 @@ fn a_table_rebuild_keeps_requests_in_flight_and_open_connections() {
 
 /// What the process's access log wrote, one JSON object a line: a
 /// subscriber for the whole test process (every test's requests end up
-/// in it), installed by the first caller.
+/// in it), installed by the first caller ([`in_namespace`] calls it first
+/// thing).
 fn access_log() -> Arc<std::sync::Mutex<Vec<u8>>> {
     static LOG: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
     LOG.get_or_init(|| {
