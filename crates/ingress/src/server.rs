@@ -373,7 +373,9 @@ async fn serve_connection<I>(
 /// never completes a request's headers (HTTP/1 has the same limit in
 /// [`h1`](crate::h1)). hyper's pings close a connection whose peer stops
 /// answering, but not one that answers them and sends nothing else. After
-/// an idle GOAWAY the client has one more header timeout to go.
+/// an idle GOAWAY the connection is dropped once it has had no stream open
+/// for one more header timeout (a request that came in just as the GOAWAY
+/// left is served whole).
 async fn serve_hyper<I>(
     io: I,
     info: Arc<ConnInfo>,
@@ -394,7 +396,7 @@ async fn serve_hyper<I>(
             let proxy = proxy.clone();
             let info = info.clone();
             async move {
-                let response = if request.headers().len() > max_headers {
+                let response = if header_count(&request) > max_headers {
                     proxy.too_many_headers(&request, &info)
                 } else {
                     proxy.handle(request, info).await?
@@ -430,6 +432,12 @@ async fn serve_hyper<I>(
             }
             () = tokio::time::sleep_until(check_at), if !draining => {
                 if idle_goaway.is_some() {
+                    // A request may have come in just as the GOAWAY left:
+                    // it is served whole, however long it takes.
+                    if streams.open.load(Ordering::Acquire) > 0 {
+                        idle_goaway = Some(tokio::time::Instant::now());
+                        continue;
+                    }
                     tracing::debug!(%peer, "HTTP/2 connection still open a header timeout after GOAWAY");
                     return;
                 }
@@ -441,6 +449,15 @@ async fn serve_hyper<I>(
             }
         }
     }
+}
+
+/// The request's header fields as HTTP/1 would count them: the crumbs of
+/// a `Cookie` that an HTTP/2 client split into fields of their own (RFC
+/// 9113 section 8.2.3) count as the one header they are in HTTP/1.
+fn header_count(request: &hyper::Request<Incoming>) -> usize {
+    let headers = request.headers();
+    let cookie_fields = headers.get_all(hyper::header::COOKIE).iter().count();
+    headers.len() - cookie_fields.saturating_sub(1)
 }
 
 /// The streams open on one HTTP/2 connection (requests whose response has
