@@ -358,6 +358,10 @@ impl Record {
     }
 }
 
+/// nginx's status for a request whose client left before its answer
+/// (logged and counted, never sent).
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// Counts one request of [`Proxy::handle`] and writes its access log line
 /// when dropped: when `handle` returns, or when hyper drops it before
 /// because the client reset its HTTP/2 stream. A request dropped before
@@ -372,7 +376,7 @@ struct Finish<'a> {
 impl Drop for Finish<'_> {
     fn drop(&mut self) {
         if self.record.status == 0 {
-            self.record.status = 499;
+            self.record.status = CLIENT_CLOSED_REQUEST;
         }
         self.proxy.finish(&self.record, self.conn);
     }

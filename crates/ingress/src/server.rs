@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -434,7 +433,7 @@ async fn serve_hyper<I>(
                 if idle_goaway.is_some() {
                     // A request may have come in just as the GOAWAY left:
                     // it is served whole, however long it takes.
-                    if streams.open.load(Ordering::Acquire) > 0 {
+                    if streams.any_open() {
                         idle_goaway = Some(tokio::time::Instant::now());
                         continue;
                     }
@@ -463,31 +462,42 @@ fn header_count(request: &hyper::Request<Incoming>) -> usize {
 /// The streams open on one HTTP/2 connection (requests whose response has
 /// not been sent whole), and since when none is.
 #[derive(Debug)]
-struct OpenStreams {
-    open: AtomicUsize,
-    /// When the count last went to zero (or the connection started).
-    idle_since: Mutex<tokio::time::Instant>,
+struct OpenStreams(Mutex<StreamCount>);
+
+#[derive(Debug)]
+struct StreamCount {
+    open: usize,
+    /// When `open` last went to zero (or the connection started).
+    idle_since: tokio::time::Instant,
 }
 
 impl OpenStreams {
     fn new() -> OpenStreams {
-        OpenStreams {
-            open: AtomicUsize::new(0),
-            idle_since: Mutex::new(tokio::time::Instant::now()),
-        }
+        OpenStreams(Mutex::new(StreamCount {
+            open: 0,
+            idle_since: tokio::time::Instant::now(),
+        }))
+    }
+
+    fn count(&self) -> std::sync::MutexGuard<'_, StreamCount> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn any_open(&self) -> bool {
+        self.count().open > 0
     }
 
     /// When the connection will have been idle for `limit`; a header
     /// timeout from now while a stream is open (checked again then).
     fn idle_deadline(&self, limit: Duration) -> tokio::time::Instant {
-        if self.open.load(Ordering::Acquire) > 0 {
-            return tokio::time::Instant::now() + limit;
+        let count = self.count();
+        if count.open > 0 {
+            tokio::time::Instant::now() + limit
+        } else {
+            count.idle_since + limit
         }
-        let since = *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        since + limit
     }
 }
 
@@ -499,20 +509,17 @@ struct OpenStream(Arc<OpenStreams>);
 
 impl OpenStream {
     fn new(streams: Arc<OpenStreams>) -> OpenStream {
-        streams.open.fetch_add(1, Ordering::AcqRel);
+        streams.count().open += 1;
         OpenStream(streams)
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        let mut since = self
-            .0
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *since = tokio::time::Instant::now();
+        let mut count = self.0.count();
+        count.open -= 1;
+        if count.open == 0 {
+            count.idle_since = tokio::time::Instant::now();
         }
     }
 }

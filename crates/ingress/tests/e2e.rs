@@ -437,14 +437,9 @@ fn routes_by_host_and_path_with_forwarding_headers() {
         assert!(body.contains("nowhere.example.com"), "{body}");
 
         // h2c (HTTP/2 with prior knowledge) on the plain port.
-        let stream = TcpStream::connect(http).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let (mut sender, _conn) = h2c(http).await;
         let req = Request::get("http://shop.example.com/api/h2c")
-            .body(Empty::<Bytes>::new())
+            .body(Empty::new().boxed())
             .unwrap();
         let response = sender.send_request(req).await.unwrap();
         assert_eq!(response.version(), hyper::Version::HTTP_2);

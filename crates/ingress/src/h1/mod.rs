@@ -305,7 +305,7 @@ impl Connection {
                     // nginx's code for a client that left before the
                     // answer; one that left during it keeps its status.
                     if record.status == 0 {
-                        record.status = 499;
+                        record.status = crate::proxy::CLIENT_CLOSED_REQUEST;
                     }
                     return false;
                 }
