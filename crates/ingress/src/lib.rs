@@ -13,6 +13,7 @@
 //! - [`upstream`]: the keep-alive connection pool and balancing state.
 //! - [`server`]: listeners, admission and connection limits, graceful
 //!   shutdown.
+//! - [`steer`]: which worker's listener the kernel gives new connections.
 //! - [`source`]: rebuilds the table on cluster changes and writes Ingress
 //!   status.
 //! - [`ops`]: `/healthz`, `/ready`, `/metrics`.
@@ -36,14 +37,16 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod source;
+pub mod steer;
 pub mod tls;
 pub mod upstream;
 
-use ops::Metrics;
+use ops::{MetricHandles, Metrics};
 use proxy::{Balance, Proxy, ProxySettings};
 use routes::{ClassSettings, RouteTable};
 use server::ServerSettings;
 use source::{Follower, FollowerParts, StatusWriter};
+use steer::{AcceptPolicy, Steering, WorkerClock};
 use upstream::{Pool, PoolSettings};
 
 /// Parses durations written as `500ms`, `5s`, `2m` (or plain seconds).
@@ -147,6 +150,12 @@ pub struct IngressArgs {
     /// listeners (`SO_REUSEPORT`) and upstream pool; default: one per CPU.
     #[arg(long, value_parser = at_least_one)]
     pub workers: Option<usize>,
+    /// Which worker takes a new connection: `pack` gives it to the first
+    /// worker that was idle at least half of the last 10 ms (a light load
+    /// stays on few workers, as nginx's), spreading by hash only when all
+    /// are busier; `hash` always spreads by a hash of its addresses.
+    #[arg(long, value_enum, default_value_t = AcceptPolicy::Pack)]
+    pub accept_policy: AcceptPolicy,
     /// How long SIGTERM waits for in-flight requests before exiting.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -228,6 +237,7 @@ pub struct Controller {
     /// One (HTTP, HTTPS) listener pair per worker, all on the same
     /// addresses with `SO_REUSEPORT`.
     workers: Vec<(std::net::TcpListener, std::net::TcpListener)>,
+    accept_policy: AcceptPolicy,
     ops: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     pool: PoolSettings,
@@ -314,6 +324,7 @@ impl Controller {
             table,
             metrics,
             workers,
+            accept_policy: args.accept_policy,
             ops,
             tls,
             pool: PoolSettings {
@@ -363,13 +374,20 @@ impl Controller {
         let ops_task = tokio::spawn(ops::serve(self.ops, self.metrics.clone()));
         let admission = Arc::new(server::Admission::new(&self.settings));
         let (stop_all, stopped) = tokio::sync::watch::channel(false);
+        let origin = std::time::Instant::now();
+        let clocks: Vec<Arc<WorkerClock>> = self
+            .workers
+            .iter()
+            .map(|_| Arc::new(WorkerClock::new(origin)))
+            .collect();
+        let steering = start_steering(self.accept_policy, &self.workers, &clocks);
         let mut finished = Vec::new();
-        for (index, (http, https)) in self.workers.into_iter().enumerate() {
+        for ((index, (http, https)), clock) in self.workers.into_iter().enumerate().zip(clocks) {
             let proxy = Arc::new(Proxy {
                 table: self.table.clone(),
                 pool: Pool::new(self.pool.clone()),
                 metrics: self.metrics.clone(),
-                handles: Default::default(),
+                handles: MetricHandles::for_worker(&self.metrics, index),
                 settings: self.proxy.clone(),
             });
             let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
@@ -378,8 +396,12 @@ impl Controller {
             let mut stopped = stopped.clone();
             let (done, finish) = tokio::sync::oneshot::channel::<()>();
             let worker = move || {
+                let _ended = clock.until_ended();
+                let parks = clock.clone();
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_park(move || parks.parks())
+                    .on_thread_unpark(move || clock.woke())
                     .build()
                 {
                     Ok(runtime) => runtime,
@@ -424,6 +446,12 @@ impl Controller {
             workers = finished.len(),
             "stopped accepting; draining open connections"
         );
+        if let Some(steering) = steering {
+            // Its listener descriptors go with it, before the workers
+            // close theirs.
+            steering.abort();
+            let _ = steering.await;
+        }
         let _ = stop_all.send(true);
         // Load balancers and clients stop being pointed here before the
         // drain, which may take up to --drain-timeout.
@@ -433,6 +461,32 @@ impl Controller {
         }
         ops_task.abort();
         Ok(())
+    }
+}
+
+/// Starts steering new connections to the workers (`--accept-policy pack`
+/// with more than one worker); `None` leaves them to the hash.
+fn start_steering(
+    policy: AcceptPolicy,
+    workers: &[(std::net::TcpListener, std::net::TcpListener)],
+    clocks: &[Arc<WorkerClock>],
+) -> Option<tokio::task::JoinHandle<()>> {
+    let [(http, https), _, ..] = workers else {
+        return None;
+    };
+    if policy != AcceptPolicy::Pack {
+        return None;
+    }
+    let started = http
+        .try_clone()
+        .and_then(|http| Ok(vec![http, https.try_clone()?]))
+        .and_then(|groups| Steering::start(clocks.to_vec(), groups));
+    match started {
+        Ok(steering) => Some(tokio::spawn(steering.run())),
+        Err(error) => {
+            tracing::warn!(%error, "cannot steer new connections; the kernel spreads them by hash");
+            None
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! Operations: the Prometheus metrics the controller records (requests by
-//! Ingress and status, upstream response latency by backend, connections,
-//! rejections, TLS handshake failures, routing table size) and the HTTP
-//! endpoint serving `/healthz`, `/ready` (after the first cluster sync) and
-//! `/metrics` on its own port.
+//! Ingress and status, upstream response latency by backend, open
+//! connections in all and by worker, rejections, TLS handshake failures,
+//! routing table size) and the HTTP endpoint serving `/healthz`, `/ready`
+//! (after the first cluster sync) and `/metrics` on its own port.
 //!
 //! [`MetricHandles`] keeps one worker's handles to the per-request series,
 //! so that a request neither builds a label set nor takes a family's lock.
@@ -30,6 +30,7 @@ pub struct Metrics {
     requests: Family<Labels, Counter>,
     upstream_latency: Family<Labels, Histogram>,
     connections: Gauge,
+    worker_connections: Family<Labels, Gauge>,
     rejected: Family<Labels, Counter>,
     tls_failures: Counter,
     hosts: Gauge,
@@ -51,6 +52,7 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
         });
         let connections = Gauge::default();
+        let worker_connections = Family::<Labels, Gauge>::default();
         let rejected = Family::<Labels, Counter>::default();
         // Every reason at 0 from the start, so rates and alerts see the
         // series before the first refusal.
@@ -74,6 +76,11 @@ impl Metrics {
             "connections",
             "Client connections open",
             connections.clone(),
+        );
+        registry.register(
+            "worker_connections",
+            "Client connections open, by worker",
+            worker_connections.clone(),
         );
         registry.register(
             "connections_rejected",
@@ -100,6 +107,7 @@ impl Metrics {
             requests,
             upstream_latency,
             connections,
+            worker_connections,
             rejected,
             tls_failures,
             hosts,
@@ -129,14 +137,6 @@ impl Metrics {
         self.upstream_latency
             .get_or_create(&vec![("backend", backend.to_owned())])
             .clone()
-    }
-
-    pub fn connection_opened(&self) {
-        self.connections.inc();
-    }
-
-    pub fn connection_closed(&self) {
-        self.connections.dec();
     }
 
     pub fn rejected(&self, reason: &'static str) {
@@ -178,11 +178,13 @@ const MAX_CACHED: usize = 10_000;
 
 /// One worker's handles to the series of [`Metrics::request`] and
 /// [`Metrics::upstream`]: the same counters and histograms (a handle shares
-/// its series), looked up by borrowed keys.
-#[derive(Debug, Default)]
+/// its series), looked up by borrowed keys; and to its open connections.
+#[derive(Debug)]
 pub struct MetricHandles {
     requests: Mutex<RequestHandles>,
     upstream: Mutex<HashMap<String, Histogram>>,
+    /// This worker's series of the open connections by worker.
+    connections: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -216,6 +218,30 @@ fn by_status(
 }
 
 impl MetricHandles {
+    /// Handles for worker number `worker`.
+    pub fn for_worker(metrics: &Metrics, worker: usize) -> MetricHandles {
+        MetricHandles {
+            requests: Mutex::default(),
+            upstream: Mutex::default(),
+            connections: metrics
+                .worker_connections
+                .get_or_create(&vec![("worker", worker.to_string())])
+                .clone(),
+        }
+    }
+
+    /// Counts a client connection opened on this worker.
+    pub fn connection_opened(&self, metrics: &Metrics) {
+        metrics.connections.inc();
+        self.connections.inc();
+    }
+
+    /// Counts a client connection of this worker closed.
+    pub fn connection_closed(&self, metrics: &Metrics) {
+        metrics.connections.dec();
+        self.connections.dec();
+    }
+
     /// Counts a request answered with `status` for `ingress` (`None`: no
     /// rule matched), as [`Metrics::request`] does.
     pub fn request(&self, metrics: &Metrics, ingress: Option<&IngressName>, status: u16) {
@@ -285,8 +311,8 @@ mod tests {
     #[test]
     fn cached_handles_count_into_the_shared_series() {
         let metrics = Metrics::new();
-        let one = MetricHandles::default();
-        let two = MetricHandles::default();
+        let one = MetricHandles::for_worker(&metrics, 0);
+        let two = MetricHandles::for_worker(&metrics, 1);
         let shop = IngressName {
             namespace: "default".to_owned(),
             name: "shop".to_owned(),
@@ -311,5 +337,24 @@ mod tests {
         assert!(page.contains(
             r#"weft_ingress_upstream_response_seconds_count{backend="default/web:80"} 2"#
         ));
+    }
+
+    #[test]
+    fn connections_count_in_all_and_by_worker() {
+        let metrics = Metrics::new();
+        let one = MetricHandles::for_worker(&metrics, 0);
+        let two = MetricHandles::for_worker(&metrics, 1);
+        one.connection_opened(&metrics);
+        one.connection_opened(&metrics);
+        two.connection_opened(&metrics);
+        one.connection_closed(&metrics);
+        let page = metrics.render();
+        for series in [
+            "weft_ingress_connections 2",
+            r#"weft_ingress_worker_connections{worker="0"} 1"#,
+            r#"weft_ingress_worker_connections{worker="1"} 1"#,
+        ] {
+            assert!(page.lines().any(|line| line == series), "{series}: {page}");
+        }
     }
 }

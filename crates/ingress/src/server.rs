@@ -8,8 +8,9 @@
 //!
 //! [`serve`] is one worker's accept loop. The controller runs one worker per
 //! CPU, each a single-threaded runtime with its own `SO_REUSEPORT` listeners
-//! (the kernel spreads new connections), its own upstream pool and no
-//! cross-thread wakeups on the request path, as nginx's workers do.
+//! (which of them gets a new connection: [`crate::steer`]), its own
+//! upstream pool and no cross-thread wakeups on the request path, as
+//! nginx's workers do.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -203,7 +204,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let _open = open;
-            proxy.metrics.connection_opened();
+            proxy.handles.connection_opened(&proxy.metrics);
             let stream = ClientStream::no_half_close(stream);
             match tls {
                 None => {
@@ -224,7 +225,7 @@ pub async fn serve(
                     .await;
                 }
             }
-            proxy.metrics.connection_closed();
+            proxy.handles.connection_closed(&proxy.metrics);
         });
     }
     drop(http);

@@ -1765,3 +1765,76 @@ fn the_access_log_has_one_structured_line_per_request() {
     assert_eq!(http2["backend"], "default/api:http");
     assert_eq!(http2["upstream"], B);
 }
+
+/// The value of `series` (name and labels, exactly) in a Prometheus text
+/// exposition.
+fn metric(metrics: &str, series: &str) -> i64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+}
+
+/// Opens `count` keep-alive connections to `http` one after another, each
+/// answering one request; the open connections on worker 0 and 1, by the
+/// metrics.
+async fn connections_by_worker(ingress: &Ingress, count: usize) -> (i64, i64) {
+    let mut senders = Vec::new();
+    for _ in 0..count {
+        let stream = TcpStream::connect(ingress.bound.http).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/")
+            .header("host", "any")
+            .body(Empty::<Bytes>::new().boxed())
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+        senders.push(sender);
+        // The load stays light: at most one request in flight, with pauses.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, metrics) = get(ingress.bound.ops, "x", "/metrics").await;
+    let on = |worker: usize| {
+        metric(
+            &metrics,
+            &format!("weft_ingress_worker_connections{{worker=\"{worker}\"}}"),
+        )
+    };
+    assert_eq!(on(0) + on(1), count as i64, "{metrics}");
+    (on(0), on(1))
+}
+
+#[test]
+fn a_light_load_stays_on_the_first_worker_unless_spread_by_hash() {
+    require_root!();
+    in_namespace(|| async {
+        let _backend = Backend::start("a", addr(A)).await;
+        let yaml = service("app", &["127.0.0.2"], 8080)
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: one, namespace: default}\n\
+               spec: {ingressClassName: weft, defaultBackend: {service: {name: app, port: {number: 80}}}}\n";
+        let packed = Ingress::start(&yaml, &["--workers", "2"]).await;
+        let (first, second) = connections_by_worker(&packed, 32).await;
+        // Packed, all 32 go to worker 0; a moment when worker 0 looked busy
+        // (this machine running other tests) may send a few to worker 1.
+        // By hash, 24 or more on worker 0 would be a 1 in 280 chance.
+        assert!(
+            first >= 24,
+            "pack: {first} on worker 0, {second} on worker 1"
+        );
+        packed.shutdown().await;
+
+        let hashed = Ingress::start(&yaml, &["--workers", "2", "--accept-policy", "hash"]).await;
+        let (first, second) = connections_by_worker(&hashed, 32).await;
+        // All 32 on one worker by hash: a 1 in 2^31 chance.
+        assert!(
+            first > 0 && second > 0,
+            "hash: {first} on worker 0, {second} on worker 1"
+        );
+        hashed.shutdown().await;
+    });
+}
