@@ -151,7 +151,7 @@ pub struct IngressArgs {
     #[arg(long, value_parser = at_least_one)]
     pub workers: Option<usize>,
     /// Which worker takes a new connection: `pack` gives it to the first
-    /// worker that was idle at least half of the last 10 ms (a light load
+    /// worker that was idle more than half of the last 10 ms (a light load
     /// stays on few workers, as nginx's), spreading by hash only when all
     /// are busier; `hash` always spreads by a hash of its addresses.
     #[arg(long, value_enum, default_value_t = AcceptPolicy::Pack)]
@@ -380,7 +380,7 @@ impl Controller {
             .iter()
             .map(|_| Arc::new(WorkerClock::new(origin)))
             .collect();
-        let steering = start_steering(self.accept_policy, &self.workers, &clocks);
+        let mut steering = start_steering(self.accept_policy, &self.workers, &clocks);
         let mut finished = Vec::new();
         for ((index, (http, https)), clock) in self.workers.into_iter().enumerate().zip(clocks) {
             let proxy = Arc::new(Proxy {
@@ -395,8 +395,11 @@ impl Controller {
             let admission = admission.clone();
             let mut stopped = stopped.clone();
             let (done, finish) = tokio::sync::oneshot::channel::<()>();
+            // Made before the thread: a worker whose thread never starts
+            // counts as ended too.
+            let ended = clock.until_ended();
             let worker = move || {
-                let _ended = clock.until_ended();
+                let _ended = ended;
                 let parks = clock.clone();
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -446,12 +449,9 @@ impl Controller {
             workers = finished.len(),
             "stopped accepting; draining open connections"
         );
-        if let Some(steering) = steering {
-            // Its listener descriptors go with it, before the workers
-            // close theirs.
-            steering.abort();
-            let _ = steering.await;
-        }
+        // Its listener descriptors go with it, before the workers close
+        // theirs.
+        steering.shutdown().await;
         let _ = stop_all.send(true);
         // Load balancers and clients stop being pointed here before the
         // drain, which may take up to --drain-timeout.
@@ -465,29 +465,33 @@ impl Controller {
 }
 
 /// Starts steering new connections to the workers (`--accept-policy pack`
-/// with more than one worker); `None` leaves them to the hash.
+/// with more than one worker; otherwise the set stays empty and the kernel
+/// hashes). Dropping the set ends the steering, also on an early return.
 fn start_steering(
     policy: AcceptPolicy,
     workers: &[(std::net::TcpListener, std::net::TcpListener)],
     clocks: &[Arc<WorkerClock>],
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> tokio::task::JoinSet<()> {
+    let mut steering = tokio::task::JoinSet::new();
     let [(http, https), _, ..] = workers else {
-        return None;
+        return steering;
     };
     if policy != AcceptPolicy::Pack {
-        return None;
+        return steering;
     }
     let started = http
         .try_clone()
         .and_then(|http| Ok(vec![http, https.try_clone()?]))
         .and_then(|groups| Steering::start(clocks.to_vec(), groups));
     match started {
-        Ok(steering) => Some(tokio::spawn(steering.run())),
+        Ok(started) => {
+            steering.spawn(started.run());
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot steer new connections; the kernel spreads them by hash");
-            None
         }
     }
+    steering
 }
 
 /// Runs `weft ingress` inside a tokio runtime until `stop` completes:

@@ -6,7 +6,7 @@
 //! evenly over the workers however light the load ([`AcceptPolicy::Hash`]).
 //!
 //! [`AcceptPolicy::Pack`] gives new connections to the first worker that
-//! has been idle for at least half of the last [`TICK`], and spreads them
+//! was idle more than half of the last [`TICK`], and spreads them
 //! by the hash only when every worker has been busier than that. A light
 //! load then keeps to one worker: fewer threads compete with the backends
 //! for the CPUs, and a busy worker handles more ready connections per wake
@@ -19,8 +19,14 @@
 //! index in the group, or an index past the end, which makes the kernel
 //! fall back to the hash. [`Steering::run`] measures how long each worker's
 //! runtime was awake (its park and unpark hooks keep a [`WorkerClock`]) and
-//! attaches a new program when the choice changes; the request path does
-//! nothing more per connection.
+//! attaches a new program when the choice changes. Per connection the
+//! kernel runs that program; the workers' only added work is reading the
+//! clock when they park and wake.
+//!
+//! Index `k` is worker `k` while the workers' listeners are the only
+//! members of their groups. Another process listening on the same port
+//! with `SO_REUSEPORT` under the same user (two controllers on one host
+//! network) joins the groups and shares the program: use `hash` there.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -33,8 +39,8 @@ use nix::sys::socket::{setsockopt, sockopt};
 /// How the kernel's choice of listener for a new connection is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AcceptPolicy {
-    /// To the first worker that was idle at least half of the last 10 ms;
-    /// spread by hash when every worker was busier.
+    /// To the first worker that was idle more than half of the last 10
+    /// ms; spread by hash when every worker was busier.
     Pack,
     /// Spread over the workers by a hash of the connection's addresses.
     Hash,
@@ -49,7 +55,9 @@ pub const BUSY: f64 = 0.5;
 
 /// One worker runtime's time awake (running tasks, or ready to), kept by
 /// the runtime's park and unpark hooks and read from another thread.
+/// Aligned to its own cache lines: each worker writes only its own.
 #[derive(Debug)]
+#[repr(align(128))]
 pub struct WorkerClock {
     origin: Instant,
     /// Nanoseconds since `origin` at which the runtime last woke; 0 while
@@ -88,11 +96,13 @@ impl WorkerClock {
 
     /// Called by the worker's runtime before it parks.
     pub fn parks(&self) {
-        let since = self.awake_since.load(Ordering::Acquire);
+        // `awake_since` is cleared before the wake is added: a reader in
+        // between misses this wake (the next reading has it) instead of
+        // counting it twice.
+        let since = self.awake_since.swap(0, Ordering::AcqRel);
         if since != 0 {
             let awake = self.now().saturating_sub(since);
             self.awake_before.fetch_add(awake, Ordering::AcqRel);
-            self.awake_since.store(0, Ordering::Release);
         }
     }
 
@@ -166,7 +176,7 @@ pub fn program(index: Option<usize>) -> [libc::sock_filter; 1] {
 pub fn steer(group: &TcpListener, index: Option<usize>) -> std::io::Result<()> {
     let mut filter = program(index);
     let fprog = libc::sock_fprog {
-        len: 1,
+        len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
     };
     // The kernel copies the program during the call; `filter` outlives it.
@@ -177,9 +187,9 @@ pub fn steer(group: &TcpListener, index: Option<usize>) -> std::io::Result<()> {
 #[derive(Debug)]
 pub struct Steering {
     clocks: Vec<Arc<WorkerClock>>,
-    /// One listener of each `SO_REUSEPORT` group (HTTP, HTTPS), the
-    /// workers' listeners in order of listening.
-    groups: Vec<TcpListener>,
+    /// One listener of each `SO_REUSEPORT` group (HTTP, HTTPS), whose
+    /// members are the workers' listeners in order of listening.
+    group_members: Vec<TcpListener>,
 }
 
 impl Steering {
@@ -200,7 +210,10 @@ impl Steering {
                 return Err(error);
             }
         }
-        Ok(Steering { clocks, groups })
+        Ok(Steering {
+            clocks,
+            group_members: groups,
+        })
     }
 
     /// Measures the workers every [`TICK`] and changes the program when
@@ -215,13 +228,15 @@ impl Steering {
     pub async fn run(self) {
         let mut chosen = Some(0);
         let mut last_awake: Vec<u64> = self.clocks.iter().map(|c| c.awake()).collect();
+        let mut shares = vec![0.0; self.clocks.len()];
         let mut last = Instant::now();
-        let mut ticks = tokio::time::interval(TICK);
+        // The first measurement after a whole tick, not at once.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             if self.clocks.iter().any(|clock| clock.has_ended()) {
-                for group in &self.groups {
+                for group in &self.group_members {
                     if let Err(error) = steer(group, None) {
                         tracing::warn!(%error, "cannot stop steering new connections");
                     }
@@ -232,22 +247,16 @@ impl Steering {
             let now = Instant::now();
             let window = now.duration_since(last).as_nanos().max(1) as f64;
             last = now;
-            let shares: Vec<f64> = self
-                .clocks
-                .iter()
-                .zip(last_awake.iter_mut())
-                .map(|(clock, last)| {
-                    let awake = clock.awake();
-                    let share = awake.saturating_sub(*last) as f64 / window;
-                    *last = awake;
-                    share
-                })
-                .collect();
+            for ((clock, last), share) in self.clocks.iter().zip(&mut last_awake).zip(&mut shares) {
+                let awake = clock.awake();
+                *share = awake.saturating_sub(*last) as f64 / window;
+                *last = awake;
+            }
             let choice = choose(&shares, BUSY);
             if choice == chosen {
                 continue;
             }
-            for group in &self.groups {
+            for group in &self.group_members {
                 if let Err(error) = steer(group, choice) {
                     tracing::warn!(%error, "cannot steer new connections");
                 }
@@ -369,5 +378,35 @@ mod tests {
         let [a, b] = accepted([&first, &second], 64);
         assert!(a > 0 && b > 0, "after the end: {a} and {b}");
         drop(clients);
+    }
+
+    #[tokio::test]
+    async fn new_connections_follow_the_workers_load() {
+        let [first, second] = group();
+        let addr = first.local_addr().unwrap();
+        let clocks: Vec<Arc<WorkerClock>> = (0..2)
+            .map(|_| Arc::new(WorkerClock::new(Instant::now())))
+            .collect();
+        let steering = Steering::start(clocks.clone(), vec![first.try_clone().unwrap()]).unwrap();
+        let steering = tokio::spawn(steering.run());
+        let measured = || tokio::time::sleep(TICK * 5);
+        // Worker 0 stays awake, worker 1 sleeps.
+        clocks[1].parks();
+        measured().await;
+        let busy_first = connect(addr, 16);
+        assert_eq!(accepted([&first, &second], 16), [0, 16], "worker 0 busy");
+        // Both awake: by hash.
+        clocks[1].woke();
+        measured().await;
+        let both_busy = connect(addr, 64);
+        let [a, b] = accepted([&first, &second], 64);
+        assert!(a > 0 && b > 0, "both busy: {a} and {b}");
+        // Worker 0 sleeps again: back to it.
+        clocks[0].parks();
+        measured().await;
+        let idle_first = connect(addr, 16);
+        assert_eq!(accepted([&first, &second], 16), [16, 0], "worker 0 idle");
+        steering.abort();
+        drop((busy_first, both_busy, idle_first));
     }
 }

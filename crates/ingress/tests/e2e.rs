@@ -304,12 +304,18 @@ async fn request(
     addr: SocketAddr,
     req: Request<TestBody>,
 ) -> Result<Response<Incoming>, hyper::Error> {
+    http1(addr).await.send_request(req).await
+}
+
+/// An HTTP/1.1 keep-alive connection to `addr`, driven by a task of its
+/// own.
+async fn http1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<TestBody> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
-    sender.send_request(req).await
+    sender
 }
 
 async fn get(addr: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
@@ -507,11 +513,7 @@ fn round_robin_spreads_and_a_deleted_backend_causes_no_errors() {
         // A keep-alive client keeps requesting while backend a goes away
         // (before its endpoint leaves the slice): every request still
         // succeeds, retried on another endpoint.
-        let stream = TcpStream::connect(http).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut sender = http1(http).await;
         for i in 0..60 {
             if i == 20 {
                 a.stop();
@@ -1604,11 +1606,7 @@ fn a_table_rebuild_keeps_requests_in_flight_and_open_connections() {
 
         // A keep-alive HTTP/1 connection and an HTTP/2 one, each with a
         // request that takes 3 s in flight while the table changes.
-        let stream = TcpStream::connect(http).await.unwrap();
-        let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut kept = http1(http).await;
         let (mut sender, _conn) = h2c(http).await;
         let slow = |version_2: bool| {
             let uri = if version_2 {
@@ -1782,11 +1780,7 @@ fn metric(metrics: &str, series: &str) -> i64 {
 async fn connections_by_worker(ingress: &Ingress, count: usize) -> (i64, i64) {
     let mut senders = Vec::new();
     for _ in 0..count {
-        let stream = TcpStream::connect(ingress.bound.http).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut sender = http1(ingress.bound.http).await;
         let req = Request::get("/")
             .header("host", "any")
             .body(Empty::<Bytes>::new().boxed())
