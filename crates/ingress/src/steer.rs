@@ -338,6 +338,26 @@ mod tests {
             .collect()
     }
 
+    /// Steering for two workers, both awake, whose listeners are
+    /// `first`'s group.
+    fn steering_two_workers(first: &TcpListener) -> (Vec<Arc<WorkerClock>>, Steering) {
+        let clocks: Vec<Arc<WorkerClock>> = (0..2)
+            .map(|_| Arc::new(WorkerClock::new(Instant::now())))
+            .collect();
+        let steering = Steering::start(clocks.clone(), vec![first.try_clone().unwrap()]).unwrap();
+        (clocks, steering)
+    }
+
+    /// Opens 64 connections and checks that both listeners got some (by
+    /// hash, all 64 on one would be a 1 in 2^63 chance).
+    fn assert_spread(listeners: [&TcpListener; 2], when: &str) {
+        let clients = connect(listeners[0].local_addr().unwrap(), 64);
+        let [a, b] = accepted(listeners, 64);
+        assert_eq!(a + b, 64, "{when}");
+        assert!(a > 0 && b > 0, "{when}: {a} and {b}");
+        drop(clients);
+    }
+
     #[tokio::test]
     async fn steered_connections_go_to_the_chosen_listener() {
         let [first, second] = group();
@@ -354,40 +374,25 @@ mod tests {
             drop(clients);
         }
         steer(&first, None).unwrap();
-        let clients = connect(64);
-        let [a, b] = accepted([&first, &second], 64);
-        assert_eq!(a + b, 64);
-        // By hash: all 64 on one listener would be a 1 in 2^63 chance.
-        assert!(a > 0 && b > 0, "hash sent {a} and {b}");
-        drop(clients);
+        assert_spread([&first, &second], "no index");
     }
 
     #[tokio::test]
     async fn a_worker_that_ended_leaves_new_connections_to_the_hash() {
         let [first, second] = group();
-        let addr = first.local_addr().unwrap();
-        let clocks: Vec<Arc<WorkerClock>> = (0..2)
-            .map(|_| Arc::new(WorkerClock::new(Instant::now())))
-            .collect();
-        let steering = Steering::start(clocks.clone(), vec![first.try_clone().unwrap()]).unwrap();
+        let (clocks, steering) = steering_two_workers(&first);
         drop(clocks[1].until_ended());
         tokio::time::timeout(Duration::from_secs(5), steering.run())
             .await
             .expect("steering went on after a worker ended");
-        let clients = connect(addr, 64);
-        let [a, b] = accepted([&first, &second], 64);
-        assert!(a > 0 && b > 0, "after the end: {a} and {b}");
-        drop(clients);
+        assert_spread([&first, &second], "after the end");
     }
 
     #[tokio::test]
     async fn new_connections_follow_the_workers_load() {
         let [first, second] = group();
         let addr = first.local_addr().unwrap();
-        let clocks: Vec<Arc<WorkerClock>> = (0..2)
-            .map(|_| Arc::new(WorkerClock::new(Instant::now())))
-            .collect();
-        let steering = Steering::start(clocks.clone(), vec![first.try_clone().unwrap()]).unwrap();
+        let (clocks, steering) = steering_two_workers(&first);
         let steering = tokio::spawn(steering.run());
         let measured = || tokio::time::sleep(TICK * 5);
         // Worker 0 stays awake, worker 1 sleeps.
@@ -398,15 +403,13 @@ mod tests {
         // Both awake: by hash.
         clocks[1].woke();
         measured().await;
-        let both_busy = connect(addr, 64);
-        let [a, b] = accepted([&first, &second], 64);
-        assert!(a > 0 && b > 0, "both busy: {a} and {b}");
+        assert_spread([&first, &second], "both busy");
         // Worker 0 sleeps again: back to it.
         clocks[0].parks();
         measured().await;
         let idle_first = connect(addr, 16);
         assert_eq!(accepted([&first, &second], 16), [16, 0], "worker 0 idle");
         steering.abort();
-        drop((busy_first, both_busy, idle_first));
+        drop((busy_first, idle_first));
     }
 }
